@@ -1,0 +1,14 @@
+"""mmseg-esl: Enhanced Soft Label (ESL, ICCV 2023) as an mmsegmentation 1.x plugin.
+
+Importing this package (which every config under ``configs/esl/`` does through
+``custom_imports=dict(imports=['mmseg_esl'], allow_failed_imports=False)``) applies the compatibility fixes
+of :mod:`mmseg_esl.compat` and registers the package's components into mmseg's registries.
+"""
+from .compat import apply_compat_fixes
+
+apply_compat_fixes()
+
+from . import datasets, engine, models  # noqa: E402,F401  (registers components)
+from .version import __version__  # noqa: E402
+
+__all__ = ['__version__', 'apply_compat_fixes']

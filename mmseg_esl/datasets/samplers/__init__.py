@@ -1,0 +1,1 @@
+"""Samplers that draw labeled and unlabeled images into one batch."""

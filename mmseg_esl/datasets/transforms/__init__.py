@@ -1,0 +1,1 @@
+"""Data transforms for semi-supervised training (weak/strong branches)."""

@@ -1,0 +1,1 @@
+"""Hooks. The EMA-teacher and prototype-initialisation hooks land here."""

@@ -1,0 +1,1 @@
+"""Decode heads. The projector head of ESL §3.1 (``ProjectorHead``) lands here (contrastive issue)."""

@@ -1,0 +1,1 @@
+"""Segmentors. The ESL semi-supervised wrapper (``ESLSegmentor``) lands here (learning-core issue)."""

@@ -1,0 +1,1 @@
+"""Model-side helpers shared by segmentors and losses (CutMix, memory bank, ...)."""

@@ -1,0 +1,41 @@
+"""tools/setup_env.sh: idempotent, and failures end in a clear message instead of a traceback."""
+import os.path as osp
+import re
+import time
+
+from conftest import REPO_ROOT, clean_env, run
+
+SETUP = osp.join(REPO_ROOT, 'tools', 'setup_env.sh')
+
+
+def test_second_setup_is_fast_and_changes_nothing(tmp_path):
+    start = time.monotonic()
+    proc = run(['bash', SETUP], cwd=str(tmp_path))
+    elapsed = time.monotonic() - start
+    assert elapsed < 120, f'a repeated setup took {elapsed:.0f} s'
+    for step in ('build tools', 'torch', 'mmcv', 'packages', 'mmseg_esl'):
+        assert re.search(rf'\[setup_env\] {step}: .*(already|kept)', proc.stdout), proc.stdout
+    assert '[setup_env] ready: torch' in proc.stdout
+
+
+def test_missing_interpreter_is_a_clear_error(tmp_path):
+    proc = run(['bash', SETUP], cwd=str(tmp_path), check=False,
+               env=clean_env({'PYTHON': '/nonexistent/python3'}))
+    assert proc.returncode == 1
+    assert "ERROR: python interpreter '/nonexistent/python3' not found" in proc.stdout
+    assert 'how to fix:' in proc.stdout and 'Traceback' not in proc.stdout
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path):
+    proc = run(['bash', SETUP], cwd=str(tmp_path), check=False,
+               env=clean_env({'MMSEG_ESL_CACHE_DIR': '/proc/mmseg-esl-cache'}))
+    assert proc.returncode == 1
+    assert 'cannot create the cache directory /proc/mmseg-esl-cache' in proc.stdout
+    assert 'MMSEG_ESL_CACHE_DIR' in proc.stdout
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = open(osp.join(REPO_ROOT, 'README.md')).read()
+    ci = open(osp.join(REPO_ROOT, '.ci', 'run')).read()
+    assert '```bash\nmake test\n```' in readme
+    assert [line for line in ci.splitlines() if line and not line.startswith(('#', 'set ', 'cd '))] == ['make test']

@@ -1,0 +1,81 @@
+"""Train a segmentor with mmseg-esl (same command line as mmseg's ``tools/train.py``).
+
+Differences from mmseg's script, all additive:
+  * ``--resume`` optionally takes a checkpoint path (bare ``--resume`` resumes from the work dir's latest);
+  * ``--launcher pytorch`` also works on machines without CUDA (gloo), see ``mmseg_esl.utils.launch``;
+  * ``mmseg_esl`` is imported even if the config forgets ``custom_imports``.
+
+Examples:
+    python tools/train.py configs/esl/esl_r101_voc_1-8.py
+    python tools/train.py CONFIG --work-dir work_dirs/run1 --resume
+    tools/dist_train.sh CONFIG 8 --amp
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
+
+import mmseg_esl  # noqa: F401  (compat fixes and registrations)
+from mmseg_esl.utils import setup_cpu_distributed
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a segmentor (mmseg-esl)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto', default=None,
+        help='resume from the latest checkpoint in the work dir, or from the given checkpoint path')
+    parser.add_argument('--amp', action='store_true', default=False,
+                        help='enable automatic mixed precision training (AmpOptimWrapper)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, e.g. train_cfg.max_iters=100 key="[a,b]"')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if optim_wrapper == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in your config.', logger='current')
+        else:
+            assert optim_wrapper == 'OptimWrapper', (
+                f'--amp is only supported with optim_wrapper.type OptimWrapper, but got {optim_wrapper}.')
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    setup_cpu_distributed(cfg, args.launcher)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
