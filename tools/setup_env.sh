@@ -102,8 +102,10 @@ fi
 
 # 2. torch ------------------------------------------------------------------------------------------------
 torch_info() { "$PYTHON" -c 'import torch; print(torch.__version__, torch.version.cuda or "cpu")' 2>/dev/null; }
+# "2.13.0+cpu cpu" -> "2.13.0+cpu (CPU build)", "2.5.1+cu124 12.4" -> "2.5.1+cu124 (CUDA 12.4)"
+torch_desc() { case "${1#* }" in cpu) echo "${1% *} (CPU build)" ;; *) echo "${1% *} (CUDA ${1#* })" ;; esac; }
 if TORCH_INFO=$(torch_info); then
-    say "torch: $TORCH_INFO already installed -- kept as it is"
+    say "torch: $(torch_desc "$TORCH_INFO") already installed -- kept as it is"
 else
     if "$PYTHON" -m pip show torch >/dev/null 2>&1; then
         die "torch is installed but does not import: $("$PYTHON" -c 'import torch' 2>&1 | tail -n 1)" \
@@ -121,7 +123,7 @@ else
             -- install -q "torch==$TORCH_CPU_VERSION+cpu" --extra-index-url "$TORCH_CPU_INDEX"
     fi
     TORCH_INFO=$(torch_info) || die "torch was installed but does not import." "see $LOG_DIR/torch.log."
-    say "torch: installed $TORCH_INFO"
+    say "torch: installed $(torch_desc "$TORCH_INFO")"
 fi
 TORCH_VERSION=${TORCH_INFO% *}
 TORCH_CUDA=${TORCH_INFO#* }
@@ -200,8 +202,8 @@ fi
 
 # Final check: imports work and torch is the one we started with ------------------------------------------
 FINAL_INFO=$(torch_info) || die "torch no longer imports after setup." "see the logs in $LOG_DIR."
-[ "$FINAL_INFO" = "$TORCH_INFO" ] || die "torch changed during setup ($TORCH_INFO -> $FINAL_INFO)." \
+[ "$FINAL_INFO" = "$TORCH_INFO" ] || die "torch changed during setup ($(torch_desc "$TORCH_INFO") -> $(torch_desc "$FINAL_INFO"))." \
     "reinstall your torch build; please report this as a bug."
 (cd / && "$PYTHON" -c 'import mmcv.ops, mmseg.models, mmseg_esl') 2>"$LOG_DIR/import-check.log" \
     || { tail -n 5 "$LOG_DIR/import-check.log" >&2; die "'import mmcv.ops, mmseg.models, mmseg_esl' fails after setup." "see $LOG_DIR/import-check.log."; }
-say "ready: torch $FINAL_INFO, mmcv $(dist_version mmcv), mmengine $(dist_version mmengine), mmseg $(dist_version mmsegmentation) ($(( $(date +%s) - START_TIME )) s)"
+say "ready: torch $(torch_desc "$FINAL_INFO"), mmcv $(dist_version mmcv), mmengine $(dist_version mmengine), mmseg $(dist_version mmsegmentation) ($(( $(date +%s) - START_TIME )) s)"

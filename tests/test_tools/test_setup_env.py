@@ -1,4 +1,5 @@
 """tools/setup_env.sh: idempotent, and failures end in a clear message instead of a traceback."""
+import os
 import os.path as osp
 import re
 import time
@@ -32,6 +33,20 @@ def test_unwritable_cache_is_a_clear_error(tmp_path):
     assert proc.returncode == 1
     assert 'cannot create the cache directory /proc/mmseg-esl-cache' in proc.stdout
     assert 'MMSEG_ESL_CACHE_DIR' in proc.stdout
+
+
+def test_unreachable_index_is_a_clear_error(tmp_path, python):
+    """A pip failure shows the end of the step's log and a hint, not pip's traceback."""
+    venv = tmp_path / 'venv'
+    run([python, '-m', 'venv', str(venv)], cwd=str(tmp_path))
+    offline = {'PYTHON': str(venv / 'bin' / 'python'), 'PIP_CONFIG_FILE': os.devnull, 'PIP_FIND_LINKS': '',
+               'PIP_INDEX_URL': 'http://127.0.0.1:9/simple', 'PIP_EXTRA_INDEX_URL': '', 'PIP_RETRIES': '0',
+               'PIP_TIMEOUT': '2', 'MMSEG_ESL_CACHE_DIR': str(tmp_path / 'cache')}
+    proc = run(['bash', SETUP], cwd=str(tmp_path), check=False, env=clean_env(offline))
+    assert proc.returncode == 1
+    assert 'ERROR: could not install setuptools/wheel/ninja' in proc.stdout
+    assert f'full log: {tmp_path}/cache/logs/build-tools.log' in proc.stdout
+    assert 'how to fix: check that PyPI is reachable' in proc.stdout and 'Traceback' not in proc.stdout
 
 
 def test_ci_runs_the_readme_test_command():
