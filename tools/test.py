@@ -10,13 +10,12 @@ Examples:
 """
 import argparse
 import os
-import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmseg_esl  # noqa: F401  (compat fixes and registrations)
-from mmseg_esl.utils import setup_cpu_distributed
+from mmseg_esl.utils import load_tool_config, setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,15 +58,8 @@ def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args.config, launcher=args.launcher, cfg_options=args.cfg_options,
+                           work_dir=args.work_dir)
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:

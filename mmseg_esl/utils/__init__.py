@@ -1,4 +1,4 @@
 """Utilities shared by tools and components."""
-from .launch import setup_cpu_distributed
+from .launch import load_tool_config, setup_cpu_distributed
 
-__all__ = ['setup_cpu_distributed']
+__all__ = ['load_tool_config', 'setup_cpu_distributed']

@@ -1,17 +1,46 @@
-"""Launcher support that mmengine 0.10.7 lacks: multi-process training on machines without CUDA.
+"""Shared set-up of ``tools/train.py`` and ``tools/test.py``, and what mmengine 0.10.7's launcher lacks.
 
-mmengine's ``pytorch`` launcher calls ``torch.cuda.set_device(LOCAL_RANK)`` unconditionally, and its runner
-wraps the model in ``MMDistributedDataParallel(device_ids=[LOCAL_RANK])``; both fail on a CPU-only torch.
+:func:`load_tool_config` reads a config the way mmseg's tools do.
+
+Multi-process training on machines without CUDA: mmengine's ``pytorch`` launcher calls
+``torch.cuda.set_device(LOCAL_RANK)`` unconditionally, and its runner wraps the model in
+``MMDistributedDataParallel(device_ids=[LOCAL_RANK])``; both fail on a CPU-only torch.
 :func:`setup_cpu_distributed` is called by ``tools/train.py`` and ``tools/test.py`` before the runner is
 built. It only acts when a launcher is requested and CUDA is unavailable, so GPU runs are untouched.
 """
 from __future__ import annotations
 
 import os
+import os.path as osp
+from typing import Optional
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
+
+
+def load_tool_config(config: str, *, launcher: str, cfg_options: Optional[dict] = None,
+                     work_dir: Optional[str] = None) -> Config:
+    """Loads a config as mmseg's tools do: options merged, launcher set, work dir resolved.
+
+    Args:
+        config: Path of the config file.
+        launcher: The ``--launcher`` value, stored as ``cfg.launcher``.
+        cfg_options: ``--cfg-options`` key/value pairs merged into the config.
+        work_dir: ``--work-dir``; without it the config's ``work_dir``, else ``./work_dirs/<config name>``.
+
+    Returns:
+        The loaded config.
+    """
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    return cfg
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
