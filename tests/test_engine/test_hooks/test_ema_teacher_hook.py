@@ -1,0 +1,318 @@
+"""EMATeacherHook and ema_update_: hand-computed EMA values, buffer policies, warm-up, and a real mmengine run."""
+import copy
+import os.path as osp
+from types import SimpleNamespace
+from typing import Dict, List
+
+import pytest
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.optim import OptimWrapper
+from mmengine.runner import Runner
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+import mmseg_esl  # noqa: F401  (registers EMATeacherHook into mmseg's HOOKS)
+from mmseg_esl.engine.hooks import EMATeacherHook, ema_update_
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ema_update_ without a runner
+# ---------------------------------------------------------------------------------------------------------------
+class Scalar(nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([value]))
+
+
+def bn_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3))
+
+
+def test_two_steps_hand_computed():
+    teacher, student = Scalar(0.0), Scalar(1.0)
+    teacher.w.requires_grad_(False)
+    ema_update_(teacher, student, 0.9)
+    assert teacher.w.item() == pytest.approx(0.1)  # 0.9 * 0 + 0.1 * 1
+    with torch.no_grad():
+        student.w.fill_(3.0)
+    ema_update_(teacher, student, 0.9)
+    assert teacher.w.item() == pytest.approx(0.39)  # 0.9 * 0.1 + 0.1 * 3
+    assert student.w.item() == 3.0  # the student is only read
+    assert teacher.w.grad is None and student.w.grad is None
+
+
+def test_decay_zero_copies_and_decay_one_keeps():
+    teacher, student = Scalar(float('nan')), Scalar(2.0)
+    ema_update_(teacher, student, 0.0)
+    assert teacher.w.item() == 2.0  # an exact copy, even over nan
+    with torch.no_grad():
+        student.w.fill_(5.0)
+    ema_update_(teacher, student, 1.0)
+    assert teacher.w.item() == 2.0
+
+
+def test_teacher_gets_no_gradient():
+    teacher, student = Scalar(0.0), Scalar(1.0)
+    teacher.requires_grad_(False)
+    ema_update_(teacher, student, 0.5)
+    assert not teacher.w.requires_grad and teacher.w.grad_fn is None
+    (student.w * teacher.w).sum().backward()
+    assert teacher.w.grad is None
+    assert student.w.grad is not None
+
+
+def _bn_pair():
+    torch.manual_seed(0)
+    student = bn_net()
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    bn_s, bn_t = student[1], teacher[1]
+    with torch.no_grad():
+        bn_s.running_mean.fill_(1.0)
+        bn_s.running_var.fill_(3.0)
+        bn_s.num_batches_tracked.fill_(7)
+        bn_t.running_mean.fill_(0.0)
+        bn_t.running_var.fill_(1.0)
+        bn_t.num_batches_tracked.fill_(2)
+    return teacher, student
+
+
+def test_buffer_policy_copy():
+    teacher, student = _bn_pair()
+    ema_update_(teacher, student, 0.9, buffers='copy')
+    bn = teacher[1]
+    assert torch.equal(bn.running_mean, torch.full((3,), 1.0))
+    assert torch.equal(bn.running_var, torch.full((3,), 3.0))
+    assert bn.num_batches_tracked.item() == 7
+    assert bn.num_batches_tracked.dtype == torch.long
+
+
+def test_buffer_policy_ema():
+    teacher, student = _bn_pair()
+    ema_update_(teacher, student, 0.9, buffers='ema')
+    bn = teacher[1]
+    torch.testing.assert_close(bn.running_mean, torch.full((3,), 0.1))  # 0.9 * 0 + 0.1 * 1
+    torch.testing.assert_close(bn.running_var, torch.full((3,), 1.2))  # 0.9 * 1 + 0.1 * 3
+    assert bn.num_batches_tracked.item() == 7  # integers are copied, not averaged
+    assert bn.num_batches_tracked.dtype == torch.long
+    assert student[1].running_mean[0].item() == 1.0  # student untouched
+
+
+def test_parameters_matched_by_name_not_position():
+    class AB(nn.Module):
+        def __init__(self, first: str) -> None:
+            super().__init__()
+            # same names, registered in a different order
+            for name in (first, 'b' if first == 'a' else 'a'):
+                self.register_parameter(name, nn.Parameter(torch.zeros(1)))
+
+    teacher, student = AB('a'), AB('b')
+    with torch.no_grad():
+        student.a.fill_(1.0)
+        student.b.fill_(2.0)
+    ema_update_(teacher, student, 0.5)
+    assert teacher.a.item() == 0.5 and teacher.b.item() == 1.0
+
+
+def test_mixed_dtype_student_cast_to_teacher():
+    teacher, student = Scalar(0.0), Scalar(1.0).to(torch.bfloat16)
+    ema_update_(teacher, student, 0.75)
+    assert teacher.w.dtype == torch.float32
+    assert teacher.w.item() == pytest.approx(0.25)
+
+
+def test_mismatched_names_and_shapes_raise():
+    names = r'only in student: \[1\.bias, 1\.weight\]; only in teacher: \[2\.bias, 2\.weight\]'
+    with pytest.raises(ValueError, match=names):
+        ema_update_(nn.Sequential(nn.Linear(2, 2), nn.Identity(), nn.Linear(2, 2)),
+                    nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), 0.5)
+    with pytest.raises(ValueError, match=r'differ in shape: 0\.weight: student \(3, 2\) vs teacher \(2, 2\)'):
+        ema_update_(nn.Sequential(nn.Linear(2, 2)), nn.Sequential(nn.Linear(2, 3)), 0.5)
+    shared = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match='share the storage'):
+        ema_update_(shared, shared, 0.5)
+
+
+@pytest.mark.parametrize('kwargs, key', [
+    (dict(decay=1.5), 'decay=1.5'), (dict(decay=-0.1), 'decay=-0.1'), (dict(decay=True), 'decay=True'),
+    (dict(buffers='skip'), "buffers='skip'"), (dict(interval=0), 'interval=0'), (dict(interval=1.5), 'interval=1.5'),
+    (dict(warmup='yes'), "warmup='yes'"),
+])
+def test_invalid_hook_args(kwargs, key):
+    with pytest.raises(ValueError, match=key.replace('.', r'\.')):
+        EMATeacherHook(**kwargs)
+
+
+def test_invalid_function_args():
+    with pytest.raises(ValueError, match='decay=2'):
+        ema_update_(Scalar(0.0), Scalar(1.0), 2)
+    with pytest.raises(ValueError, match="buffers='none'"):
+        ema_update_(Scalar(0.0), Scalar(1.0), 0.5, buffers='none')
+
+
+def test_hook_args_are_keyword_only():
+    with pytest.raises(TypeError):
+        EMATeacherHook(0.9)  # type: ignore[misc]
+
+
+def test_warmup_values():
+    hook = EMATeacherHook(decay=0.99)
+    assert hook.decay_at(0) == 0.0
+    assert hook.decay_at(1) == pytest.approx(0.5)
+    assert hook.decay_at(9) == pytest.approx(0.9)
+    assert hook.decay_at(1000) == 0.99
+    no_warmup = EMATeacherHook(decay=0.99, warmup=False)
+    assert no_warmup.decay_at(0) == 0.99 and no_warmup.decay_at(1000) == 0.99
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hook with mock runners
+# ---------------------------------------------------------------------------------------------------------------
+class ToyPair(BaseModel):
+    """A student and a frozen teacher of the same small Conv+BN architecture; loss = MSE to a fixed target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.student = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 1))
+        self.teacher = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 1))
+        self.teacher.requires_grad_(False)
+        self.teacher_training: List[bool] = []  # teacher.training seen by each forward
+
+    def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'loss') -> Dict[str, torch.Tensor]:
+        self.teacher_training.append(self.teacher.training)
+        with torch.no_grad():
+            pseudo = self.teacher(inputs)
+        out = self.student(inputs)
+        return dict(loss=(out - inputs.mean(1, keepdim=True)).pow(2).mean() + 0.0 * pseudo.mean())
+
+
+def test_before_train_initialises_teacher_on_fresh_run():
+    model = ToyPair()
+    with torch.no_grad():
+        model.student[1].running_mean.fill_(4.0)
+    EMATeacherHook().before_train(SimpleNamespace(model=model, iter=0))
+    for (name, t), s in zip(model.teacher.state_dict().items(), model.student.state_dict().values()):
+        assert torch.equal(t, s), name
+
+
+def test_before_train_keeps_teacher_on_resume():
+    model = ToyPair()
+    teacher_before = copy.deepcopy(model.teacher.state_dict())
+    EMATeacherHook().before_train(SimpleNamespace(model=model, iter=5))
+    for name, t in model.teacher.state_dict().items():
+        assert torch.equal(t, teacher_before[name]), name
+    assert not torch.equal(model.teacher[0].weight, model.student[0].weight)
+
+
+def test_before_train_rejects_mismatched_pair():
+    model = ToyPair()
+    model.teacher = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 1),
+                                  nn.Conv2d(1, 1, 1))
+    with pytest.raises(ValueError, match=r'only in teacher: \[4\.bias, 4\.weight\]'):
+        EMATeacherHook().before_train(SimpleNamespace(model=model, iter=0))
+    del model.teacher
+    with pytest.raises(TypeError, match='`student` and `teacher`'):
+        EMATeacherHook().before_train(SimpleNamespace(model=model, iter=0))
+
+
+def test_after_train_iter_uses_runner_iter_and_interval():
+    model = ToyPair()
+    hook = EMATeacherHook(decay=0.9, interval=2)
+    hook.before_train(SimpleNamespace(model=model, iter=0))
+    with torch.no_grad():
+        model.student[0].bias.fill_(1.0)
+        model.teacher[0].bias.fill_(0.0)
+    hook.after_train_iter(SimpleNamespace(model=model, iter=2), batch_idx=2)  # (2 + 1) % 2 != 0: no update
+    assert torch.equal(model.teacher[0].bias, torch.zeros(4))
+    hook.after_train_iter(SimpleNamespace(model=model, iter=3), batch_idx=3)  # d_3 = min(1 - 1/4, 0.9) = 0.75
+    torch.testing.assert_close(model.teacher[0].bias, torch.full((4,), 0.25))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A real mmengine Runner
+# ---------------------------------------------------------------------------------------------------------------
+class RandomImages(Dataset):
+    def __init__(self, n: int = 6) -> None:
+        self.images = torch.randn(n, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return dict(inputs=self.images[i])
+
+
+class RecordHook(Hook):
+    """Records student and teacher after every iteration; runs after EMATeacherHook (priority NORMAL)."""
+
+    priority = 'LOW'
+
+    def __init__(self) -> None:
+        self.students: List[Dict[str, torch.Tensor]] = []
+        self.teachers: List[Dict[str, torch.Tensor]] = []
+
+    def before_train(self, runner) -> None:
+        self.students.append(copy.deepcopy(runner.model.student.state_dict()))
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self.students.append(copy.deepcopy(runner.model.student.state_dict()))
+        self.teachers.append(copy.deepcopy(runner.model.teacher.state_dict()))
+
+
+def make_runner(tmp_path, model: ToyPair, record: RecordHook, max_iters: int, hook_cfg: dict, **kwargs) -> Runner:
+    # The optimizer is built here over THIS model's student, and the test checks it is the runner's.
+    optim_wrapper = OptimWrapper(optimizer=torch.optim.SGD(model.student.parameters(), lr=0.1, momentum=0.9))
+    return Runner(
+        model=model,
+        work_dir=str(tmp_path),
+        train_dataloader=DataLoader(RandomImages(), batch_size=2, shuffle=False),
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=max_iters),
+        optim_wrapper=optim_wrapper,
+        custom_hooks=[hook_cfg, record],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False)),
+        default_scope='mmseg',
+        log_level='WARNING',
+        experiment_name=f'ema_{tmp_path.name}',
+        **kwargs)
+
+
+def test_runner_teacher_is_ema_of_student(tmp_path):
+    model, record = ToyPair(), RecordHook()
+    runner = make_runner(tmp_path, model, record, 3, dict(type='EMATeacherHook', decay=0.5, warmup=False))
+    assert any(isinstance(h, EMATeacherHook) for h in runner.hooks)
+    student_params = {id(p) for p in runner.model.student.parameters()}
+    optimizer_params = {id(p) for g in runner.optim_wrapper.optimizer.param_groups for p in g['params']}
+    assert optimizer_params == student_params
+    runner.train()
+
+    s0, s1, s2, s3 = record.students  # before training, then after iterations 1, 2, 3
+    for name in s0:  # the optimizer really moved the student at every step
+        if name.endswith('weight') and 'num_batches' not in name:
+            assert not torch.equal(s0[name], s1[name]) and not torch.equal(s2[name], s3[name]), name
+    teacher = runner.model.teacher.state_dict()
+    for name, _ in runner.model.student.named_parameters():
+        # T0 = S0, T_k = 0.5 T_{k-1} + 0.5 S_k  =>  T3 = S0/8 + S1/8 + S2/4 + S3/2
+        expected = 0.125 * s0[name] + 0.125 * s1[name] + 0.25 * s2[name] + 0.5 * s3[name]
+        torch.testing.assert_close(teacher[name], expected, msg=name)
+    for name, b in runner.model.student.named_buffers():  # buffers='copy'
+        assert torch.equal(teacher[name], b), name
+    assert teacher['1.num_batches_tracked'].item() == 3
+    assert all(p.grad is None for p in runner.model.teacher.parameters())
+    assert model.teacher_training == [False, False, False]
+
+
+def test_runner_resume_keeps_teacher(tmp_path):
+    hook_cfg = dict(type='EMATeacherHook', decay=0.9, warmup=True)
+    first, record_first = ToyPair(), RecordHook()
+    make_runner(tmp_path / 'a', first, record_first, 3, hook_cfg).train()
+    assert osp.isfile(tmp_path / 'a' / 'iter_2.pth')
+
+    # A different random init, resumed from iteration 2: iteration 3 must give the same teacher as the first run.
+    second, record_second = ToyPair(), RecordHook()
+    runner = make_runner(tmp_path / 'b', second, record_second, 3, hook_cfg, resume=True,
+                         load_from=str(tmp_path / 'a' / 'iter_2.pth'))
+    runner.train()
+    assert runner.iter == 3 and len(record_second.teachers) == 1
+    for name, t in record_first.teachers[-1].items():
+        torch.testing.assert_close(second.teacher.state_dict()[name], t, msg=name)
