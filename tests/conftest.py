@@ -35,9 +35,14 @@ def run(cmd: List[str], *, cwd: str, timeout: float = 600, env: Optional[Dict[st
     return proc
 
 
-def tiny_data_options(data_root: str) -> List[str]:
-    """``--cfg-options`` that point every dataloader of the tiny config at ``data_root``."""
-    return [f'{split}_dataloader.dataset.data_root={data_root}' for split in ('train', 'val', 'test')]
+def tiny_data_options(data_root: str, *, semi: bool = False) -> List[str]:
+    """``--cfg-options`` that point every dataloader of a tiny config at ``data_root``.
+
+    With ``semi=True`` the training set is the ``[labeled, unlabeled]`` ConcatDataset of the ESL configs.
+    """
+    train = ([f'train_dataloader.dataset.datasets.{i}.data_root={data_root}' for i in (0, 1)] if semi
+             else [f'train_dataloader.dataset.data_root={data_root}'])
+    return train + [f'{split}_dataloader.dataset.data_root={data_root}' for split in ('val', 'test')]
 
 
 @pytest.fixture(scope='session')

@@ -13,10 +13,15 @@ def main() -> None:
     parser.add_argument('--out', default='data/tiny_voc', help='output directory (default: data/tiny_voc)')
     parser.add_argument('--num-train', type=int, default=8, help='number of training images')
     parser.add_argument('--num-val', type=int, default=4, help='number of validation images')
+    parser.add_argument('--num-labeled', type=int, default=None,
+                        help='training images listed in labeled.txt (default: num_train // 4); the rest form '
+                        'unlabeled.txt')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     args = parser.parse_args()
-    splits = make_tiny_voc(args.out, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
-    print(f'wrote {len(splits["train"])} train and {len(splits["val"])} val images to {args.out}')
+    splits = make_tiny_voc(args.out, num_train=args.num_train, num_val=args.num_val, num_labeled=args.num_labeled,
+                           seed=args.seed)
+    print(f'wrote {len(splits["train"])} train ({len(splits["labeled"])} labeled, {len(splits["unlabeled"])} '
+          f'unlabeled) and {len(splits["val"])} val images to {args.out}')
 
 
 if __name__ == '__main__':

@@ -1,2 +1,2 @@
-"""Engine components registered into mmseg's ``HOOKS`` registry."""
-from . import hooks  # noqa: F401
+"""Engine components registered into mmseg's ``HOOKS`` and ``OPTIM_WRAPPER_CONSTRUCTORS`` registries."""
+from . import hooks, optimizers  # noqa: F401

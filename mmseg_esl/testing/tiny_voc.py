@@ -7,6 +7,7 @@ Layout (the one mmseg's ``PascalVOCDataset`` and our configs read)::
       SegmentationClass/<id>.png        palette ("P" mode) PNGs: class index per pixel, 255 on object borders
       ImageSets/Segmentation/train.txt  one id per line
       ImageSets/Segmentation/val.txt
+      ImageSets/Segmentation/labeled.txt, unlabeled.txt   a semi-supervised split of train.txt
 
 Each image has a textured background (class 0) and a few objects, one shape per class (square, disc,
 bar), drawn in a class colour with noise, so a small network can learn it in a few hundred iterations.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -104,29 +105,35 @@ def _write_split(path: str, ids: Sequence[str]) -> None:
         f.write(''.join(f'{i}\n' for i in ids))
 
 
-def make_tiny_voc(root: str, *, num_train: int = 8, num_val: int = 4, seed: int = 0,
-                  size_range: Tuple[int, int] = (56, 88)) -> Dict[str, List[str]]:
+def make_tiny_voc(root: str, *, num_train: int = 8, num_val: int = 4, num_labeled: Optional[int] = None,
+                  seed: int = 0, size_range: Tuple[int, int] = (56, 88)) -> Dict[str, List[str]]:
     """Writes a tiny VOC-layout dataset under ``root`` (created if needed; existing files are overwritten).
 
     Args:
         root: Output directory.
         num_train: Number of training images (``ImageSets/Segmentation/train.txt``).
         num_val: Number of validation images (``ImageSets/Segmentation/val.txt``).
+        num_labeled: How many of the training images form ``labeled.txt`` (the first ones); the others form
+            ``unlabeled.txt`` (their label files stay on disk, as in VOC ``train_aug``). Default:
+            ``max(1, num_train // 4)``.
         seed: Seed of the generator; the same seed gives byte-identical PNGs and split files.
         size_range: Inclusive range of image heights and widths, so batches need padding.
 
     Returns:
-        ``{'train': [ids...], 'val': [ids...]}``.
+        ``{'train': [...], 'val': [...], 'labeled': [...], 'unlabeled': [...]}`` (ids).
     """
     if num_train < 1 or num_val < 1:
         raise ValueError(f'num_train and num_val must be >= 1, got {num_train} and {num_val}.')
+    num_labeled = max(1, num_train // 4) if num_labeled is None else num_labeled
+    if not 1 <= num_labeled <= num_train:
+        raise ValueError(f'num_labeled must be in [1, num_train={num_train}], got {num_labeled}.')
     rng = np.random.default_rng(seed)
     for sub in ('JPEGImages', 'SegmentationClass', osp.join('ImageSets', 'Segmentation')):
         os.makedirs(osp.join(root, sub), exist_ok=True)
     palette = [v for rgb in voc_palette() for v in rgb]
     splits = {'train': [f'tiny_train_{i:04d}' for i in range(num_train)],
               'val': [f'tiny_val_{i:04d}' for i in range(num_val)]}
-    for ids in splits.values():
+    for ids in (splits['train'], splits['val']):
         for sample_id in ids:
             height, width = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
             image, label = make_sample(height, width, rng)
@@ -134,6 +141,7 @@ def make_tiny_voc(root: str, *, num_train: int = 8, num_val: int = 4, seed: int 
             png = Image.fromarray(label, mode='P')
             png.putpalette(palette)
             png.save(osp.join(root, 'SegmentationClass', f'{sample_id}.png'))
+    splits['labeled'], splits['unlabeled'] = splits['train'][:num_labeled], splits['train'][num_labeled:]
     for name, ids in splits.items():
         _write_split(osp.join(root, 'ImageSets', 'Segmentation', f'{name}.txt'), ids)
     return splits

@@ -19,8 +19,9 @@ def test_voc_palette_matches_pascal_voc():
 
 
 def test_layout_and_labels(tmp_path):
-    splits = make_tiny_voc(str(tmp_path), num_train=3, num_val=2, seed=1)
+    splits = make_tiny_voc(str(tmp_path), num_train=3, num_val=2, num_labeled=1, seed=1)
     assert len(splits['train']) == 3 and len(splits['val']) == 2
+    assert splits['labeled'] + splits['unlabeled'] == splits['train'] and len(splits['labeled']) == 1
     for name, ids in splits.items():
         listed = (tmp_path / 'ImageSets' / 'Segmentation' / f'{name}.txt').read_text().split()
         assert listed == ids
@@ -45,6 +46,8 @@ def test_same_seed_same_files(tmp_path):
 def test_bad_sizes_are_refused(tmp_path):
     with pytest.raises(ValueError, match='num_train and num_val must be >= 1'):
         make_tiny_voc(str(tmp_path), num_train=0)
+    with pytest.raises(ValueError, match=r'num_labeled must be in \[1, num_train=3\], got 4'):
+        make_tiny_voc(str(tmp_path), num_train=3, num_labeled=4)
 
 
 def test_tiny_config_reads_the_dataset(tiny_voc):

@@ -1,1 +1,4 @@
-"""Data transforms for semi-supervised training (weak/strong branches)."""
+"""Data transforms for semi-supervised training."""
+from .loading import LoadOptionalAnnotations
+
+__all__ = ['LoadOptionalAnnotations']

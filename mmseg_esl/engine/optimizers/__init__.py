@@ -1,0 +1,4 @@
+"""Optimizer wrapper constructors."""
+from .student_optim_constructor import StudentOptimWrapperConstructor
+
+__all__ = ['StudentOptimWrapperConstructor']

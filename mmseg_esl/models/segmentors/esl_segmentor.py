@@ -1,0 +1,324 @@
+"""ESLSegmentor: the semi-supervised wrapper of ESL (paper §3.1, §3.2, §3.4) around any mmseg segmentor.
+
+One training step (:meth:`ESLSegmentor.loss`), for a batch laid out by ``SemiSupervisedSampler`` as
+``[labeled | unlabeled | CutMix partners]``::
+
+    p_t      = softmax(teacher(x_u ∪ x_partner))                  no gradient, fp32            (Eq. 1)
+    x_mix    = CutMix(x_u, x_partner); p_mix, valid_mix mixed with the same boxes           (§4.1)
+    logits   = student(x_l ∪ x_mix)                               one forward, BN sees both
+    L_CE     = the student's own decode-head (+ auxiliary) losses on x_l                    (Eq. 2)
+    L_SCE    = λ1 · soft-CE(logits_mix, DSL(p_mix)) over valid pixels                  (Eq. 3-6)
+    L        = L_CE + λ1·L_SCE                                    (+ λ2·L_CTR: contrastive issue, Eq. 11)
+
+The teacher has the same architecture as the student, no gradients, no optimizer state (see
+``StudentOptimWrapperConstructor``), and stays in ``eval()`` even though mmengine's loop calls
+``model.train()`` every iteration; ``EMATeacherHook`` updates it after each optimizer step.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.config import ConfigDict
+from mmseg.models.segmentors import BaseSegmentor
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+from mmseg.utils import OptConfigType, OptSampleList, SampleList, add_prefix
+from torch import Tensor
+
+from ..utils.cutmix import cutmix, cutmix_masks, derangement, sample_cutmix_boxes
+
+#: Defaults of ``semi_train_cfg``; every key can be overridden in the config.
+DEFAULT_SEMI_TRAIN_CFG = dict(
+    # Eq. 3-6 with the paper's η = 0.95 and λ1 = 0.2. mode='hard' gives Tab. 2's hard-label baseline.
+    loss_unsup=dict(type='DSLLoss', mode='dsl', eta=0.95, loss_weight=0.2),
+    # The strong view is CutMix only, applied every iteration (prob 1.0; U2PL uses 0.5). Boxes as UniMatch.
+    # partner='extra': partners are the extra images SemiSupervisedSampler adds (works with 1 unlabeled
+    # image per GPU); 'batch': a random derangement of the unlabeled images of the batch (needs >= 2).
+    cutmix=dict(prob=1.0, area_range=(0.02, 0.4), ratio_range=(0.3, 1 / 0.3), partner='extra'),
+)
+
+
+def merge_semi_train_cfg(cfg: Optional[dict]) -> ConfigDict:
+    """Fills ``semi_train_cfg`` with :data:`DEFAULT_SEMI_TRAIN_CFG` (nested dicts merged key by key)."""
+    merged = ConfigDict(copy.deepcopy(DEFAULT_SEMI_TRAIN_CFG))
+    for key, value in (cfg or {}).items():
+        if key not in merged:
+            raise KeyError(f'Unknown semi_train_cfg key {key!r}; known keys: {sorted(merged)}.')
+        if key == 'cutmix':
+            merged.cutmix.update(value)
+        else:
+            merged[key] = value
+    if merged.cutmix.partner not in ('extra', 'batch'):
+        raise ValueError(f"semi_train_cfg.cutmix.partner must be 'extra' or 'batch', got {merged.cutmix.partner!r}.")
+    return merged
+
+
+def valid_pixel_masks(data_samples: SampleList, height: int, width: int, device: torch.device) -> Tensor:
+    """Pixels that hold image content, not padding added by the data preprocessor.
+
+    mmseg's ``stack_batch`` pads at the bottom and right and records each image's size in ``img_shape``.
+
+    Args:
+        data_samples: Samples of the batch (after the data preprocessor).
+        height: Padded batch height H.
+        width: Padded batch width W.
+        device: Device of the result.
+
+    Returns:
+        Bool tensor ``(N, H, W)``.
+    """
+    sizes = torch.tensor([ds.img_shape[:2] for ds in data_samples], device=device)
+    rows = torch.arange(height, device=device)[None, :, None] < sizes[:, 0, None, None]
+    cols = torch.arange(width, device=device)[None, None, :] < sizes[:, 1, None, None]
+    return rows & cols
+
+
+@MODELS.register_module()
+class ESLSegmentor(BaseSegmentor):
+    """Enhanced Soft Label: a teacher/student wrapper around any mmseg segmentor config.
+
+    Args:
+        segmentor: Config of the wrapped mmseg segmentor (e.g. ``EncoderDecoder``); student and teacher are
+            both built from it. Its ``data_preprocessor`` moves to the wrapper.
+        semi_train_cfg: Overrides of :data:`DEFAULT_SEMI_TRAIN_CFG`: ``loss_unsup`` (config of the
+            unlabeled loss, default ``DSLLoss``) and ``cutmix`` (``prob``, ``area_range``, ``ratio_range``,
+            ``partner``).
+        semi_test_cfg: ``dict(predict_on='teacher' | 'student')``; default teacher (the EMA model).
+        data_preprocessor: Overrides the wrapped segmentor's data preprocessor.
+        train_cfg: If not None, replaces the wrapped segmentor's ``train_cfg`` (mmseg tools set it).
+        test_cfg: If not None, replaces the wrapped segmentor's ``test_cfg``.
+        pretrained: If not None, replaces the wrapped segmentor's ``pretrained``.
+        init_cfg: Initialisation config of the wrapper.
+    """
+
+    def __init__(self, *, segmentor: dict, semi_train_cfg: Optional[dict] = None,
+                 semi_test_cfg: Optional[dict] = None, data_preprocessor: OptConfigType = None,
+                 train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None,
+                 pretrained: Optional[str] = None, init_cfg: OptConfigType = None) -> None:
+        segmentor = ConfigDict(copy.deepcopy(segmentor))
+        inner_preprocessor = segmentor.pop('data_preprocessor', None)
+        for key, value in (('train_cfg', train_cfg), ('test_cfg', test_cfg), ('pretrained', pretrained)):
+            if value is not None:
+                segmentor[key] = value
+        super().__init__(data_preprocessor=data_preprocessor or inner_preprocessor, init_cfg=init_cfg)
+        self.student = MODELS.build(segmentor)
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+
+        self.semi_train_cfg = merge_semi_train_cfg(semi_train_cfg)
+        self.unsup_loss = MODELS.build(self.semi_train_cfg.loss_unsup)
+        self.predict_on = (semi_test_cfg or {}).get('predict_on', 'teacher')
+        if self.predict_on not in ('teacher', 'student'):
+            raise ValueError(f"semi_test_cfg.predict_on must be 'teacher' or 'student', got {self.predict_on!r}.")
+
+    # ----------------------------------------------------------------------------------------------------
+    # What mmseg's predict/TTA/benchmark read: delegated to the model that predicts.
+    @property
+    def inference_model(self) -> BaseSegmentor:
+        """The wrapped segmentor used by ``predict``/``_forward`` (``semi_test_cfg.predict_on``)."""
+        return getattr(self, self.predict_on)
+
+    @property
+    def decode_head(self):
+        return self.inference_model.decode_head
+
+    @property
+    def align_corners(self) -> bool:
+        return self.inference_model.align_corners
+
+    @property
+    def num_classes(self) -> int:
+        return self.inference_model.num_classes
+
+    @property
+    def out_channels(self) -> int:
+        return self.inference_model.out_channels
+
+    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        return self.inference_model.extract_feat(inputs)
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
+        return self.inference_model.encode_decode(inputs, batch_img_metas)
+
+    def predict(self, inputs: Tensor, data_samples: OptSampleList = None) -> SampleList:
+        return self.inference_model.predict(inputs, data_samples)
+
+    def _forward(self, inputs: Tensor, data_samples: OptSampleList = None) -> Tensor:
+        return self.inference_model._forward(inputs, data_samples)
+
+    # ----------------------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> ESLSegmentor:
+        """Sets the student's mode; the teacher always stays in eval mode (BN statistics, dropout)."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """Initialises the student (e.g. ImageNet backbone) and starts the teacher as an exact copy."""
+        super().init_weights()
+        self.teacher.load_state_dict(self.student.state_dict())
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Loads a plain mmseg checkpoint (no ``student.``/``teacher.`` keys) into both student and teacher."""
+        own = [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + 'data_preprocessor.')]
+        if own and not any(k.startswith((prefix + 'student.', prefix + 'teacher.')) for k in own):
+            for key in own:
+                value = state_dict.pop(key)
+                rest = key[len(prefix):]
+                state_dict[f'{prefix}student.{rest}'] = value
+                state_dict[f'{prefix}teacher.{rest}'] = value
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------------
+    def split_batch(self, data_samples: SampleList) -> Tuple[List[int], List[int], List[int]]:
+        """Positions of the labeled, unlabeled and CutMix-partner samples of a batch.
+
+        Args:
+            data_samples: The batch; every sample carries ``is_labeled`` in its metainfo.
+
+        Returns:
+            ``(labeled, unlabeled, partners)`` index lists; ``partners`` is empty for ``partner='batch'``.
+
+        Raises:
+            ValueError: If the flag is missing or the batch is not laid out as the sampler makes it.
+        """
+        flags = [ds.metainfo.get('is_labeled') for ds in data_samples]
+        if any(flag is None for flag in flags):
+            raise ValueError("Training samples need 'is_labeled' in their metainfo: build the datasets with "
+                             "SplitSegDataset and add 'is_labeled' to PackSegInputs(meta_keys=...).")
+        num_labeled = sum(bool(flag) for flag in flags)
+        if not all(flags[:num_labeled]) or num_labeled == 0 or num_labeled == len(flags):
+            raise ValueError(
+                f'Expected a batch of labeled then unlabeled samples, got is_labeled={flags}. Use '
+                'SemiSupervisedSampler and set train_dataloader.batch_size to its batch_size '
+                '(num_labeled + num_unlabeled * (2 if cutmix_partners else 1)).')
+        labeled = list(range(num_labeled))
+        rest = list(range(num_labeled, len(flags)))
+        if self.semi_train_cfg.cutmix.partner == 'batch':
+            return labeled, rest, []
+        if len(rest) % 2:
+            raise ValueError(f"cutmix.partner='extra' needs as many partners as unlabeled images, got "
+                             f'{len(rest)} unlabeled samples; enable cutmix_partners in SemiSupervisedSampler '
+                             "or use cutmix.partner='batch'.")
+        half = len(rest) // 2
+        return labeled, rest[:half], rest[half:]
+
+    def teacher_probs(self, inputs: Tensor) -> Tensor:
+        """Teacher probabilities ``p^t`` (Eq. 1) at input resolution, in fp32, without gradient.
+
+        Args:
+            inputs: Weakly augmented images ``(N, 3, H, W)``.
+
+        Returns:
+            ``(N, C, H, W)`` fp32 softmax probabilities.
+        """
+        with torch.no_grad():
+            logits = self.teacher.decode_head.forward(self.teacher.extract_feat(inputs))
+            logits = resize(logits.float(), size=inputs.shape[2:], mode='bilinear',
+                            align_corners=self.teacher.align_corners)
+            return logits.softmax(dim=1)
+
+    def cutmix_partners(self, num_unlabeled: int, num_partners: int, device: torch.device) -> Tensor:
+        """Index of each unlabeled image's partner in ``cat(unlabeled, partners)``."""
+        if num_partners:
+            return torch.arange(num_unlabeled, device=device) + num_unlabeled
+        return derangement(num_unlabeled, device=device)
+
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> Dict[str, Tensor]:
+        """Eq. 11 without the contrastive term: the supervised losses plus λ1·L_SCE, and DSL statistics.
+
+        Args:
+            inputs: Batch ``(B, 3, H, W)`` laid out as ``[labeled | unlabeled | partners]``.
+            data_samples: Matching samples (``gt_sem_seg`` on labeled ones; ``is_labeled`` on all).
+
+        Returns:
+            mmseg's supervised loss keys (``decode.loss_ce``, ``decode.acc_seg``, ``aux.*``) and
+            ``unsup.<loss_name>`` plus logged statistics (``unsup.dominant_classes``, ``unsup.multi_dominant``,
+            ``unsup.teacher_conf`` and, when unlabeled ground truth exists, ``unsup.pseudo_acc``).
+        """
+        labeled, unlabeled, partners = self.split_batch(data_samples)
+        height, width = inputs.shape[2:]
+        pool = unlabeled + partners
+        pool_samples = [data_samples[i] for i in pool]
+        x_pool = inputs[pool]
+
+        # Teacher on the weak unlabeled images and their partners; CutMix them (Eq. 1, §4.1).
+        probs = self.teacher_probs(x_pool)
+        valid = valid_pixel_masks(pool_samples, height, width, inputs.device)
+        cfg = self.semi_train_cfg.cutmix
+        partner = self.cutmix_partners(len(unlabeled), len(partners), inputs.device)
+        boxes, apply = sample_cutmix_boxes(len(unlabeled), height, width, area_range=cfg.area_range,
+                                           ratio_range=cfg.ratio_range, prob=cfg.prob, device=inputs.device)
+        mask = cutmix_masks(boxes, apply, height, width)
+        mixed = self._mix([x_pool, probs, valid] + self._unlabeled_gt(pool_samples, inputs.device),
+                          partner, mask)
+        x_mix, probs_mix, valid_mix = mixed[:3]
+
+        # Student: one forward over labeled and mixed images.
+        num_labeled = len(labeled)
+        feats = self.student.extract_feat(torch.cat([inputs[labeled], x_mix]))
+        logits = self.student.decode_head.forward(feats)
+        labeled_samples = [data_samples[i] for i in labeled]
+        losses = add_prefix(self.student.decode_head.loss_by_feat(logits[:num_labeled], labeled_samples), 'decode')
+        if self.student.with_auxiliary_head:
+            losses.update(self.student._auxiliary_head_forward_train(
+                [f[:num_labeled] for f in feats], labeled_samples))
+
+        # Dynamic soft label and soft cross-entropy (Eq. 3-6).
+        logits_mix = resize(logits[num_labeled:], size=(height, width), mode='bilinear',
+                            align_corners=self.student.align_corners)
+        pseudo = self.unsup_loss.pseudo_label(probs_mix)
+        unsup = {self.unsup_loss.loss_name: self.unsup_loss(logits_mix, probs_mix, valid_mix, pseudo_label=pseudo)}
+        unsup.update(self.pseudo_label_stats(probs_mix, pseudo, valid_mix, mixed[3] if len(mixed) > 3 else None))
+        losses.update(add_prefix(unsup, 'unsup'))
+        return losses
+
+    @staticmethod
+    def _mix(tensors: Sequence[Tensor], partner: Tensor, mask: Tensor) -> List[Tensor]:
+        """CutMix rows ``[:U]`` of each pool tensor with rows ``partner`` of the same pool."""
+        num = mask.shape[0]
+        pool_size = tensors[0].shape[0]
+        if pool_size == num:
+            return cutmix(tensors, partner, mask)
+        # Pool = unlabeled + extra partners: pair i <-> U + i so that cutmix() sees one batch.
+        swap = torch.cat([partner, torch.arange(num, device=partner.device)])
+        full_mask = torch.cat([mask, torch.zeros_like(mask)])
+        return [t[:num] for t in cutmix(tensors, swap, full_mask)]
+
+    @staticmethod
+    def _unlabeled_gt(samples: SampleList, device: torch.device) -> List[Tensor]:
+        """Ground truth of unlabeled samples if all have it (for logged accuracy only, never a loss)."""
+        if not samples or not all('gt_sem_seg' in ds for ds in samples):
+            return []
+        return [torch.stack([ds.gt_sem_seg.data[0] for ds in samples]).to(device)]
+
+    @torch.no_grad()
+    def pseudo_label_stats(self, probs: Tensor, pseudo: Tensor, valid: Tensor,
+                           gt: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """How the pseudo labels behave, averaged over valid unlabeled pixels.
+
+        Args:
+            probs: Mixed teacher probabilities ``(U, C, H, W)``.
+            pseudo: The pseudo labels built from them ``(U, C, H, W)`` (soft or one-hot).
+            valid: Valid pixels ``(U, H, W)``.
+            gt: Optional mixed ground truth ``(U, H, W)`` (255 = ignore), logged only.
+
+        Returns:
+            ``dominant_classes`` (mean number of classes with non-zero pseudo-label mass), ``multi_dominant``
+            (fraction of pixels with >= 2 of them), ``teacher_conf`` (mean max probability) and, with
+            ``gt``, ``pseudo_acc`` (accuracy of the teacher's argmax on labeled-in-truth pixels).
+        """
+        count = valid.sum().clamp(min=1)
+        dominant = (pseudo > 0).sum(dim=1).float()
+        stats = dict(
+            dominant_classes=(dominant * valid).sum() / count,
+            multi_dominant=((dominant >= 2) & valid).sum() / count,
+            teacher_conf=(probs.max(dim=1).values * valid).sum() / count)
+        if gt is not None:
+            known = valid & (gt != 255)
+            correct = (probs.argmax(dim=1) == gt) & known
+            stats['pseudo_acc'] = correct.sum() / known.sum().clamp(min=1)
+        return stats
