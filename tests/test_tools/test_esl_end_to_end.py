@@ -72,6 +72,10 @@ def test_mmseg_own_test_and_benchmark_on_an_esl_checkpoint(trained):
     tested = run([sys.executable, osp.join(MMSEG_TOOLS, 'test.py'), ESL_CONFIG, trained['checkpoint'], '--work-dir',
                   osp.join(cwd, 'test'), '--cfg-options', *tiny_data_options(trained['data'], semi=True)], cwd=cwd)
     assert re.search(r'mIoU: \d+\.\d+', tested.stdout), tested.stdout[-3000:]
+    tta = run([sys.executable, osp.join(MMSEG_TOOLS, 'test.py'), ESL_CONFIG, trained['checkpoint'], '--tta',
+               '--work-dir', osp.join(cwd, 'tta'), '--cfg-options', *tiny_data_options(trained['data'], semi=True)],
+              cwd=cwd)
+    assert re.search(r'mIoU: \d+\.\d+', tta.stdout), tta.stdout[-3000:]
     # benchmark.py takes no --cfg-options: it reads the config's data_root, data/tiny_voc under cwd.
     bench = run([sys.executable, osp.join(MMSEG_TOOLS, 'analysis_tools', 'benchmark.py'), ESL_CONFIG,
                  trained['checkpoint'], '--repeat-times', '1', '--work-dir', osp.join(cwd, 'bench')], cwd=cwd)

@@ -20,6 +20,16 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
+# Test-time augmentation (tools/test.py --tta): two scales x flip, merged by mmseg's SegTTAModel.
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug',
+         transforms=[[dict(type='Resize', scale_factor=r, keep_ratio=True) for r in (0.75, 1.0)],
+                     [dict(type='RandomFlip', prob=0.0, direction='horizontal'),
+                      dict(type='RandomFlip', prob=1.0, direction='horizontal')],
+                     [dict(type='LoadAnnotations')],
+                     [dict(type='PackSegInputs')]]),
+]
 train_dataloader = dict(
     batch_size=2,
     num_workers=0,

@@ -1,6 +1,8 @@
 # Semi-supervised version of the tiny dataset (tools/make_tiny_dataset.py writes labeled.txt and
 # unlabeled.txt next to train.txt). Per process and iteration: 1 labeled + 1 unlabeled image + 1 CutMix
-# partner (SemiSupervisedSampler). Validation/test as in tiny_voc.py.
+# partner (SemiSupervisedSampler). One epoch = one pass over the unlabeled set (U2PL's convention):
+# len(unlabeled) // (num_processes * num_unlabeled_per_gpu) iterations, e.g. 6 for the default 8-image tiny set
+# (2 labeled + 6 unlabeled) on one process. Validation/test as in tiny_voc.py.
 _base_ = ['./tiny_voc.py']
 num_labeled_per_gpu = 1
 num_unlabeled_per_gpu = 1
