@@ -8,6 +8,12 @@ value for the teacher decay. Its θ = 0.99 (Eq. 12) is the momentum of the *prot
 that lives with the contrastive loss. The default ``decay=0.99`` here is U2PL's ``ema_decay``
 (``cfg['net']['ema_decay']`` in its configs; ESL's reported settings match U2PL's), as is the warm-up
 ``min(1 - 1 / (i + 1), ema_decay)``.
+
+Why not mmengine's ``EMAHook``: it keeps its averaged model *outside* the model (an ``ExponentialMovingAverage``
+copy saved as ``checkpoint['ema_state_dict']``) and swaps its weights in only for validation and testing. ESL
+needs the teacher *during training*, inside ``ESLSegmentor.loss()``, and as part of the model's own state dict
+(so that resume, ``predict_on='teacher'`` and ``tools/export_checkpoint.py`` see it); so the teacher is a
+submodule of the model and this hook only updates it.
 """
 import logging
 from typing import Dict, List, Optional, Tuple
