@@ -221,7 +221,7 @@ class ESLSegmentor(BaseSegmentor):
                             align_corners=self.teacher.align_corners)
             return logits.softmax(dim=1)
 
-    def cutmix_partners(self, num_unlabeled: int, num_partners: int, device: torch.device) -> Tensor:
+    def partner_index(self, num_unlabeled: int, num_partners: int, device: torch.device) -> Tensor:
         """Index of each unlabeled image's partner in ``cat(unlabeled, partners)``."""
         if num_partners:
             return torch.arange(num_unlabeled, device=device) + num_unlabeled
@@ -249,7 +249,7 @@ class ESLSegmentor(BaseSegmentor):
         probs = self.teacher_probs(x_pool)
         valid = valid_pixel_masks(pool_samples, height, width, inputs.device)
         cfg = self.semi_train_cfg.cutmix
-        partner = self.cutmix_partners(len(unlabeled), len(partners), inputs.device)
+        partner = self.partner_index(len(unlabeled), len(partners), inputs.device)
         boxes, apply = sample_cutmix_boxes(len(unlabeled), height, width, area_range=cfg.area_range,
                                            ratio_range=cfg.ratio_range, prob=cfg.prob, device=inputs.device)
         mask = cutmix_masks(boxes, apply, height, width)
