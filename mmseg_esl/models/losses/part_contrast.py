@@ -1,0 +1,623 @@
+"""Pixel-to-part contrastive learning (paper Sec. 3.3) and the prototype update of Sec. 3.4, as pure functions.
+
+Each class ``c`` is split into ``K`` object parts ("subclasses") with prototypes ``P`` of shape (C, K, L').
+A pixel is assigned to the part of its class whose prototype it is most similar to, the teacher's projected
+features are averaged per part and pushed into a memory bank, and the student's anchors are contrasted
+against one positive of their own part and ``N_s`` negatives of the other parts. The paper's equations map
+onto this module as follows:
+
+* **Eq. 7 -> :func:`assign_parts`.** ``k* = argmax_k cos(E^t(x)_j, P[c*, k])`` for each pixel ``j`` of class
+  ``c*``; -1 at ignored pixels.
+* **Eq. 8 -> :func:`masked_average_pool`.** Per image, the mean feature ``mu_{c,k}`` of the pixels of each
+  part (mask average pooling, MAP), with the pixel counts; absent parts get mean 0 and count 0.
+* **Eq. 9 -> :func:`sample_anchors`.** A random ``ratio`` (10 %) of the qualifying pixels of each class; the
+  caller says which pixels qualify (labeled pixels of a class, unlabeled pixels with ``p^t_c > zeta``).
+  :func:`gather_pixels` picks their feature vectors.
+* **Eq. 10 -> :func:`part_infonce` and :func:`part_infonce_from_bank`.** The per-anchor InfoNCE term
+  ``-log(Phi(v, v+) / (Phi(v, v+) + sum_{v-} Phi(v, v-)))`` with ``Phi_sigma(a, b) = exp(cos(a, b) / sigma)``.
+  :func:`part_infonce` takes the samples themselves (the reference form); :func:`part_infonce_from_bank` takes
+  indices into the memory bank and never builds the (A, N_s, L) tensor of negatives (the training form).
+* **L_CTR -> :func:`class_mean_loss`.** ``L_CTR = (1/C) sum_c L^c_CTR``, ``L^c_CTR`` being the mean of Eq. 10
+  over the anchors of class ``c``.
+* **Eq. 12 -> :func:`momentum_update_prototypes_`.** ``P = theta * P + (1 - theta) * P'``, applied to the
+  parts present in the batch only; ``P'`` is the pixel-weighted batch MAP of :func:`batch_part_means`
+  (built from :func:`part_weighted_sums`, whose sums are what DDP all-reduces).
+
+Paper defaults: ``zeta = 0.95``, 10 % anchors per class, ``N_s = 255`` negatives, ``sigma = 0.5``,
+``theta = 0.99``, ``K = 5``.
+
+Conventions: feature maps are ``(N, L, H, W)`` (channels in dim 1); class and part maps are long ``(N, H, W)``
+at the *same* resolution as the features they index (nothing here resizes: the caller resizes the label or
+the features first, as the paper does before MAP); part index -1 means "no part". Flat pixel indices index
+``class_map.reshape(-1)``, i.e. ``n * H * W + y * W + x``. Similarities and losses are computed in fp32
+whatever the input dtype. Everything is device-agnostic and vectorised, without Python loops over pixels,
+anchors, classes, parts or queue entries (:func:`part_infonce_from_bank` loops over chunks of anchors only).
+Checks of index values cost one host-device synchronisation each.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Callable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    'assign_parts',
+    'batch_part_means',
+    'class_mean_loss',
+    'gather_pixels',
+    'masked_average_pool',
+    'momentum_update_prototypes_',
+    'part_infonce',
+    'part_infonce_from_bank',
+    'part_weighted_sums',
+    'sample_anchors',
+]
+
+#: Reductions of :func:`class_mean_loss`.
+REDUCTIONS: Tuple[str, ...] = ('paper', 'present')
+
+#: A product ``ratio * count`` within this distance of an integer counts as that integer in
+#: :func:`sample_anchors`, so that 10 % of 30 pixels is 3 anchors and not 4 (``0.1 * 30`` is
+#: ``3.0000000000000004`` in floating point). Far above the float64 rounding of the product for any pixel count.
+QUOTA_ATOL: float = 1e-6
+
+
+# --------------------------------------------------------------------------------------------- argument checks
+
+
+def _check_ndim(name: str, tensor: Tensor, ndim: int, layout: str) -> None:
+    if not isinstance(tensor, Tensor):
+        raise ValueError(f'{name} must be a torch.Tensor of shape {layout}, got {type(tensor).__name__}')
+    if tensor.ndim != ndim:
+        raise ValueError(f'{name} must be {ndim}-D {layout}, got shape {tuple(tensor.shape)}')
+
+
+def _check_integer_dtype(name: str, tensor: Tensor) -> None:
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise ValueError(f'{name} must hold integer indices (e.g. torch.long), got dtype {tensor.dtype}')
+
+
+def _check_positive_int(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f'{name} must be an integer >= 1, got {name}={value!r}')
+
+
+def _check_temperature(temperature: float) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
+            math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f'temperature must be a finite number > 0, got temperature={temperature!r}')
+
+
+def _check_ignore_index(ignore_index: int, num_classes: int) -> None:
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise ValueError(f'ignore_index must be an integer, got ignore_index={ignore_index!r}')
+    if 0 <= ignore_index < num_classes:
+        raise ValueError(
+            f'ignore_index must not be a class index in [0, C={num_classes}), got ignore_index={ignore_index}')
+
+
+def _check_class_values(name: str, class_map: Tensor, num_classes: int, ignore_index: int) -> Tensor:
+    """The mask of labelled pixels of ``class_map``; raises on a value that is neither a class nor ignored."""
+    labelled = class_map != ignore_index
+    bad = labelled & ((class_map < 0) | (class_map >= num_classes))
+    if bool(bad.any()):
+        value = int(class_map[bad][0])
+        raise ValueError(
+            f'{name} must hold class indices in [0, C={num_classes}) or ignore_index={ignore_index}, got the '
+            f'value {value}')
+    return labelled
+
+
+def _check_index_range(name: str, index: Tensor, upper: int, what: str) -> None:
+    bad = (index < 0) | (index >= upper)
+    if bool(bad.any()):
+        raise ValueError(f'{name} must index {what} in [0, {upper}), got the value {int(index[bad][0])}')
+
+
+def _check_same_map_shape(feats_name: str, feats: Tensor, map_name: str, label_map: Tensor) -> None:
+    expected = (feats.shape[0], *feats.shape[2:])
+    if tuple(label_map.shape) != expected:
+        raise ValueError(
+            f'{map_name} shape {tuple(label_map.shape)} does not match (N, H, W) = {expected} of {feats_name} '
+            f'shape {tuple(feats.shape)}; resize the map (nearest) or the features to the same resolution first')
+
+
+# ------------------------------------------------------------------------------------------------ Eq. 7 and 8
+
+
+def assign_parts(feats: Tensor, class_map: Tensor, prototypes: Tensor, *, ignore_index: int = 255) -> Tensor:
+    """The part (subclass) index ``k*`` of each pixel, Eq. 7.
+
+    ``k*_j = argmax_k cos(feats_j, prototypes[c*_j, k])`` where ``c*_j = class_map_j``. Since
+    ``||feats_j||`` does not depend on ``k``, this is the arg-max of ``<feats_j, P[c*, k] / ||P[c*, k]||>``:
+    only the (C, K) prototypes are normalised, never the feature map. One einsum gives the similarities to all
+    ``C * K`` prototypes, shape (N, C * K, H, W) in fp32 (e.g. 56 MB for N = 8, C * K = 21 * 5, 129 x 129);
+    the ``K`` values of the pixel's own class are then gathered and arg-maxed. Ties (e.g. an all-zero feature)
+    go to the lowest ``k``. Nothing is resized: ``class_map`` must already have the resolution of ``feats``.
+    Runs without autograd (the result is an index).
+
+    Args:
+        feats: Features ``E^t(x)``, shape (N, L', H, W), any floating dtype (fp32 internally).
+        class_map: Class ``c*`` of each pixel (the label ``y^l``, or the teacher's arg-max for unlabeled
+            images), integer tensor of shape (N, H, W), values in [0, C) or ``ignore_index``.
+        prototypes: Part prototypes ``P``, shape (C, K, L').
+        ignore_index: Class value of pixels that get no part; must not be in [0, C).
+
+    Returns:
+        LongTensor of shape (N, H, W) on ``feats.device``: ``k*`` in [0, K), or -1 where ``class_map`` is
+        ``ignore_index``.
+
+    Raises:
+        ValueError: If a tensor has the wrong number of dimensions or dtype, the shapes disagree, ``ignore_index``
+            is a class index, or ``class_map`` holds a value that is neither in [0, C) nor ``ignore_index``
+            (the message names the value).
+    """
+    _check_ndim('feats', feats, 4, "(N, L', H, W)")
+    _check_ndim('class_map', class_map, 3, '(N, H, W)')
+    _check_ndim('prototypes', prototypes, 3, "(C, K, L')")
+    _check_integer_dtype('class_map', class_map)
+    num_classes, num_parts, dim = prototypes.shape
+    if num_classes < 1 or num_parts < 1:
+        raise ValueError(f'prototypes must have C >= 1 and K >= 1, got shape {tuple(prototypes.shape)}')
+    if feats.shape[1] != dim:
+        raise ValueError(
+            f"feats has L'={feats.shape[1]} channels but prototypes have L'={dim} (shape "
+            f'{tuple(prototypes.shape)})')
+    _check_same_map_shape('feats', feats, 'class_map', class_map)
+    _check_ignore_index(ignore_index, num_classes)
+    labelled = _check_class_values('class_map', class_map, num_classes, ignore_index)
+
+    n, _, h, w = feats.shape
+    with torch.no_grad():
+        protos = F.normalize(prototypes.detach().float(), dim=-1).to(feats.device)
+        sims = torch.einsum('nlhw,ql->nqhw', feats.detach().float(), protos.reshape(num_classes * num_parts, dim))
+        sims = sims.reshape(n, num_classes, num_parts, h, w)
+        classes = torch.where(labelled, class_map, 0).long()  # any class for ignored pixels; masked below
+        index = classes.reshape(n, 1, 1, h, w).expand(n, 1, num_parts, h, w)
+        own_class = sims.gather(1, index).squeeze(1)  # (N, K, H, W)
+        parts = own_class.argmax(dim=1)
+        return torch.where(labelled, parts, -1)
+
+
+def masked_average_pool(feats: Tensor,
+                        class_map: Tensor,
+                        part_map: Tensor,
+                        num_classes: int,
+                        num_parts: int,
+                        *,
+                        ignore_index: int = 255) -> Tuple[Tensor, Tensor]:
+    """Mask average pooling (MAP) per image and part, Eq. 8.
+
+    ``mu[n, c, k] = sum_j M_{j,c,k} feats[n, :, j] / sum_j M_{j,c,k}`` over the pixels ``j`` of image ``n``
+    with class ``c`` and part ``k``. Pixels whose class is ``ignore_index`` or whose part is -1 contribute to
+    nothing. A part absent from an image has count 0 and mean 0 (never NaN). The sums are one ``scatter_add``
+    into ``C * K + 1`` bins per image (the last one collects the excluded pixels and is dropped), so the extra
+    memory is that of the (N, L, C * K + 1) output; the feature map is neither copied (for fp32 input) nor
+    permuted. Differentiable with respect to ``feats`` (ESL pools teacher features, which carry no gradient).
+
+    Args:
+        feats: Features, shape (N, L, H, W) (``z^t`` for the memory bank, ``E^t(x)`` for Eq. 12), any floating
+            dtype (summed in fp32).
+        class_map: Class of each pixel, integer (N, H, W), values in [0, C) or ``ignore_index``, same
+            resolution as ``feats``.
+        part_map: Part of each pixel (:func:`assign_parts`), integer (N, H, W), values in [-1, K).
+        num_classes: C, >= 1.
+        num_parts: K, >= 1.
+        ignore_index: Class value of excluded pixels; must not be in [0, C).
+
+    Returns:
+        ``(means, counts)``: fp32 means of shape (N, C, K, L) and long pixel counts of shape (N, C, K), on
+        ``feats.device``.
+
+    Raises:
+        ValueError: If a tensor has the wrong number of dimensions or dtype, a map's (N, H, W) differs from
+            that of ``feats``, ``num_classes``/``num_parts``/``ignore_index`` is invalid, or a map holds an
+            out-of-range value (the message names it).
+    """
+    _check_ndim('feats', feats, 4, '(N, L, H, W)')
+    _check_ndim('class_map', class_map, 3, '(N, H, W)')
+    _check_ndim('part_map', part_map, 3, '(N, H, W)')
+    _check_integer_dtype('class_map', class_map)
+    _check_integer_dtype('part_map', part_map)
+    _check_positive_int('num_classes', num_classes)
+    _check_positive_int('num_parts', num_parts)
+    _check_same_map_shape('feats', feats, 'class_map', class_map)
+    _check_same_map_shape('feats', feats, 'part_map', part_map)
+    _check_ignore_index(ignore_index, num_classes)
+    labelled = _check_class_values('class_map', class_map, num_classes, ignore_index)
+    bad_part = (part_map < -1) | (part_map >= num_parts)
+    if bool(bad_part.any()):
+        raise ValueError(
+            f'part_map must hold part indices in [0, K={num_parts}) or -1, got the value '
+            f'{int(part_map[bad_part][0])}')
+
+    n, dim, h, w = feats.shape
+    num_bins = num_classes * num_parts
+    pooled = labelled & (part_map >= 0)
+    bins = torch.where(pooled, class_map.long() * num_parts + part_map.long(), num_bins).reshape(n, 1, h * w)
+    sums = feats.new_zeros((n, dim, num_bins + 1), dtype=torch.float32)
+    sums = sums.scatter_add(2, bins.expand(n, dim, h * w), feats.float().reshape(n, dim, h * w))
+    offsets = torch.arange(n, device=feats.device).reshape(n, 1) * (num_bins + 1)
+    counts = torch.bincount((bins.reshape(n, h * w) + offsets).reshape(-1), minlength=n * (num_bins + 1))
+    counts = counts.reshape(n, num_bins + 1)[:, :num_bins]
+    means = sums[:, :, :num_bins] / counts.clamp_min(1).unsqueeze(1).float()
+    means = means.permute(0, 2, 1).reshape(n, num_classes, num_parts, dim)
+    return means, counts.reshape(n, num_classes, num_parts)
+
+
+# ------------------------------------------------------------------------------------------------------ Eq. 9
+
+
+def sample_anchors(class_map: Tensor,
+                   valid: Tensor,
+                   *,
+                   ratio: float = 0.1,
+                   max_per_class: Optional[int] = None,
+                   ignore_index: int = 255,
+                   generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+    """A random ``ratio`` of the qualifying pixels of each class, the anchor sets ``A_c`` of Eq. 9.
+
+    A pixel qualifies if ``valid`` is True there and its class is not ``ignore_index``; the caller builds
+    ``valid`` as in Eq. 9 (labeled pixels of a class; unlabeled pixels whose teacher probability of their
+    class exceeds ``zeta = 0.95``). Anchors are pooled over the whole batch per class. Class ``c`` with
+    ``m_c`` qualifying pixels gets ``min(ceil(ratio * m_c), max_per_class)`` anchors, drawn uniformly without
+    replacement: rounding *up* keeps at least one anchor of every class present (a rare class is not dropped),
+    and a product within :data:`QUOTA_ATOL` of an integer counts as that integer (10 % of 30 is 3).
+
+    Vectorised: one random permutation of the qualifying pixels, a stable sort by class, and the rank of each
+    pixel within its class compared with the class's quota; no loop over classes.
+
+    Args:
+        class_map: Class of each pixel, integer (N, H, W); qualifying pixels must have a class >= 0.
+        valid: BoolTensor (N, H, W), True at the pixels that qualify as anchors.
+        ratio: Fraction of the qualifying pixels of each class kept, in (0, 1]. Paper: 0.1.
+        max_per_class: If given, at most this many anchors per class (>= 1), a memory bound.
+        ignore_index: Pixels of this class never qualify, whatever ``valid`` says.
+        generator: Random generator for reproducible draws; its device is used to draw (the result is moved
+            to ``class_map.device``). None uses the global generator of ``class_map.device``.
+
+    Returns:
+        ``(flat_index, classes)``: two LongTensors of shape (A,) on ``class_map.device``, the flat pixel
+        indices into ``class_map.reshape(-1)`` (``n * H * W + y * W + x``) and their classes, grouped by class
+        in ascending order, in random order within a class.
+
+    Raises:
+        ValueError: If ``class_map``/``valid`` have the wrong shape or dtype, ``ratio`` is not in (0, 1],
+            ``max_per_class`` is not an integer >= 1, or a qualifying pixel has a negative class.
+    """
+    _check_ndim('class_map', class_map, 3, '(N, H, W)')
+    _check_ndim('valid', valid, 3, '(N, H, W)')
+    _check_integer_dtype('class_map', class_map)
+    if valid.dtype != torch.bool:
+        raise ValueError(f'valid must be a BoolTensor, got dtype {valid.dtype}')
+    if valid.shape != class_map.shape:
+        raise ValueError(
+            f'valid shape {tuple(valid.shape)} does not match class_map shape {tuple(class_map.shape)}')
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0.0 < ratio <= 1.0:
+        raise ValueError(f'ratio must be a number in (0, 1], got ratio={ratio!r}')
+    if max_per_class is not None:
+        _check_positive_int('max_per_class', max_per_class)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise ValueError(f'ignore_index must be an integer, got ignore_index={ignore_index!r}')
+
+    device = class_map.device
+    flat_classes = class_map.reshape(-1).long()
+    qualifying = valid.reshape(-1) & (flat_classes != ignore_index)
+    candidates = qualifying.nonzero().squeeze(1)  # (M,), ascending
+    candidate_classes = flat_classes[candidates]
+    if candidates.numel() == 0:
+        return candidates, candidate_classes
+    if bool((candidate_classes < 0).any()):
+        value = int(candidate_classes[candidate_classes < 0][0])
+        raise ValueError(f'class_map must hold class indices >= 0 at the valid pixels, got the value {value}')
+
+    num = candidates.numel()
+    gen_device = generator.device if generator is not None else device
+    shuffle = torch.randperm(num, generator=generator, device=gen_device).to(device)
+    by_class = candidate_classes[shuffle].sort(stable=True).indices
+    order = shuffle[by_class]
+    candidates, candidate_classes = candidates[order], candidate_classes[order]
+
+    counts = torch.bincount(candidate_classes)  # (max class + 1,)
+    starts = counts.cumsum(0) - counts
+    # Quotas on the host in float64 (a handful of numbers; float64 is not available on every device).
+    quotas = torch.ceil(counts.cpu().double() * float(ratio) - QUOTA_ATOL).long().clamp_min(1)
+    if max_per_class is not None:
+        quotas = quotas.clamp_max(int(max_per_class))
+    quotas = torch.minimum(quotas.to(device), counts)
+    rank = torch.arange(num, device=device) - starts[candidate_classes]
+    keep = rank < quotas[candidate_classes]
+    return candidates[keep], candidate_classes[keep]
+
+
+def gather_pixels(feats: Tensor, flat_index: Tensor) -> Tensor:
+    """The feature vectors at flat pixel indices (e.g. the anchors of :func:`sample_anchors`).
+
+    Indexes ``feats`` directly, without the full (N * H * W, L) copy that a permute and reshape would make.
+
+    Args:
+        feats: Feature map, shape (N, L, H, W) (``z^s`` for the anchors).
+        flat_index: LongTensor (A,) of indices ``n * H * W + y * W + x`` in [0, N * H * W).
+
+    Returns:
+        Tensor of shape (A, L), dtype of ``feats``, differentiable with respect to ``feats``.
+
+    Raises:
+        ValueError: If a shape or dtype is wrong or an index is out of range.
+    """
+    _check_ndim('feats', feats, 4, '(N, L, H, W)')
+    _check_ndim('flat_index', flat_index, 1, '(A,)')
+    _check_integer_dtype('flat_index', flat_index)
+    n, dim, h, w = feats.shape
+    _check_index_range('flat_index', flat_index, n * h * w, 'pixels of the (N, H, W) map')
+    flat_index = flat_index.long()
+    return feats.reshape(n, dim, h * w)[flat_index // (h * w), :, flat_index % (h * w)]
+
+
+# ----------------------------------------------------------------------------------------------------- Eq. 10
+
+
+def part_infonce(anchors: Tensor, positives: Tensor, negatives: Tensor, temperature: float = 0.5) -> Tensor:
+    """Per-anchor InfoNCE loss of Eq. 10, reference form taking the samples themselves.
+
+    ``loss_j = -log(Phi(v_j, v_j+) / (Phi(v_j, v_j+) + sum_i Phi(v_j, v_ji-)))`` with
+    ``Phi_sigma(a, b) = exp(cos(a, b) / sigma)``, computed stably as
+    ``logsumexp([s+, s-_1, ..., s-_Ns]) - s+`` with ``s = cos / sigma``. A zero vector has cosine 0 with
+    everything (``F.normalize``). With no negatives (``N_s = 0``) the loss is 0. Gradients flow to all three
+    inputs; detach the samples to treat them as constants. This form holds an (A, N_s, L) tensor; use
+    :func:`part_infonce_from_bank` in training.
+
+    Args:
+        anchors: Anchor features ``v``, shape (A, L).
+        positives: One positive per anchor ``v+``, shape (A, L).
+        negatives: ``N_s`` negatives per anchor, shape (A, N_s, L).
+        temperature: ``sigma`` > 0. Paper: 0.5.
+
+    Returns:
+        fp32 tensor of shape (A,), each entry >= 0 up to rounding.
+
+    Raises:
+        ValueError: If the shapes disagree or ``temperature`` is not a finite number > 0.
+    """
+    _check_ndim('anchors', anchors, 2, '(A, L)')
+    _check_ndim('positives', positives, 2, '(A, L)')
+    _check_ndim('negatives', negatives, 3, '(A, N_s, L)')
+    _check_temperature(temperature)
+    if positives.shape != anchors.shape:
+        raise ValueError(
+            f'positives shape {tuple(positives.shape)} does not match anchors shape {tuple(anchors.shape)}')
+    if negatives.shape[0] != anchors.shape[0] or negatives.shape[2] != anchors.shape[1]:
+        raise ValueError(
+            f'negatives shape {tuple(negatives.shape)} does not match (A, N_s, L) with (A, L) = '
+            f'{tuple(anchors.shape)} of anchors')
+    v = F.normalize(anchors.float(), dim=-1)
+    pos = (v * F.normalize(positives.float(), dim=-1)).sum(-1, keepdim=True)  # (A, 1)
+    neg = torch.einsum('al,anl->an', v, F.normalize(negatives.float(), dim=-1))  # (A, N_s)
+    logits = torch.cat([pos, neg], dim=1) / temperature
+    return torch.logsumexp(logits, dim=1) - logits[:, 0]
+
+
+def part_infonce_from_bank(anchors: Tensor,
+                           bank: Tensor,
+                           pos_idx: Tensor,
+                           neg_idx: Tensor,
+                           temperature: float = 0.5,
+                           *,
+                           chunk_size: int = 4096) -> Tensor:
+    """Per-anchor InfoNCE loss of Eq. 10 with positives and negatives given as rows of the memory bank.
+
+    Same values as :func:`part_infonce` on ``(anchors, bank[pos_idx], bank[neg_idx])``, but the
+    (A, N_s, L) tensor of negatives is never built: the bank is normalised once, and for each chunk of at most
+    ``chunk_size`` anchors the (chunk, Q) matrix of cosine similarities to all bank entries is computed by one
+    matmul, from which the positive and negative columns are gathered. Memory (forward and backward) is
+    bounded by ``chunk_size x Q`` similarities plus ``A x (1 + N_s)`` logits. The bank is detached (a constant:
+    the memory bank holds teacher features); gradients flow to ``anchors`` only.
+
+    Args:
+        anchors: Anchor features ``v`` (student ``z^s``), shape (A, L).
+        bank: Memory bank entries, shape (Q, L) (e.g. the C x K FIFO queues flattened).
+        pos_idx: LongTensor (A,), the bank row of each anchor's positive, in [0, Q).
+        neg_idx: LongTensor (A, N_s), the bank rows of each anchor's negatives, in [0, Q).
+        temperature: ``sigma`` > 0. Paper: 0.5.
+        chunk_size: Anchors per matmul, >= 1.
+
+    Returns:
+        fp32 tensor of shape (A,).
+
+    Raises:
+        ValueError: If a shape or dtype is wrong, an index is out of range, or ``temperature``/``chunk_size``
+            is invalid.
+    """
+    _check_ndim('anchors', anchors, 2, '(A, L)')
+    _check_ndim('bank', bank, 2, '(Q, L)')
+    _check_ndim('pos_idx', pos_idx, 1, '(A,)')
+    _check_ndim('neg_idx', neg_idx, 2, '(A, N_s)')
+    _check_integer_dtype('pos_idx', pos_idx)
+    _check_integer_dtype('neg_idx', neg_idx)
+    _check_temperature(temperature)
+    _check_positive_int('chunk_size', chunk_size)
+    num_anchors = anchors.shape[0]
+    if bank.shape[1] != anchors.shape[1]:
+        raise ValueError(
+            f'bank shape {tuple(bank.shape)} does not match the feature dimension L={anchors.shape[1]} of anchors')
+    if pos_idx.shape[0] != num_anchors or neg_idx.shape[0] != num_anchors:
+        raise ValueError(
+            f'pos_idx shape {tuple(pos_idx.shape)} and neg_idx shape {tuple(neg_idx.shape)} must have A='
+            f'{num_anchors} rows, as anchors (shape {tuple(anchors.shape)})')
+    num_entries = bank.shape[0]
+    _check_index_range('pos_idx', pos_idx, num_entries, 'rows of bank')
+    _check_index_range('neg_idx', neg_idx, num_entries, 'rows of bank')
+
+    keys = F.normalize(bank.detach().float(), dim=-1).t()  # (L, Q)
+    columns = torch.cat([pos_idx.long().unsqueeze(1), neg_idx.long()], dim=1)  # (A, 1 + N_s)
+    losses = []
+    for start in range(0, num_anchors, int(chunk_size)):
+        stop = start + int(chunk_size)
+        sims = F.normalize(anchors[start:stop].float(), dim=-1) @ keys  # (chunk, Q)
+        logits = sims.gather(1, columns[start:stop]) / temperature
+        losses.append(torch.logsumexp(logits, dim=1) - logits[:, 0])
+    if not losses:
+        return anchors.float().sum(dim=1) * 0.0  # shape (0,), connected to the graph of anchors
+    return torch.cat(losses)
+
+
+# ------------------------------------------------------------------------------------------------------ L_CTR
+
+
+def class_mean_loss(per_anchor_loss: Tensor,
+                    anchor_classes: Tensor,
+                    num_classes: int,
+                    *,
+                    reduction: str = 'paper') -> Tensor:
+    """``L_CTR``: the per-class means of the per-anchor losses (``L^c_CTR`` of Eq. 10), averaged over classes.
+
+    ``reduction`` chooses the average over classes:
+
+    * ``'paper'`` (default): ``(1/C) sum_c L^c_CTR`` with ``C = num_classes``, as in the paper; a class with
+      no anchor contributes 0 but still counts in ``C``.
+    * ``'present'``: the mean over the classes that have anchors (U2PL's convention). It equals
+      ``'paper' * C / C_present``, so it scales the effective ``lambda_2`` of Eq. 11 up by ``C / C_present``
+      (per batch), i.e. it is not a drop-in replacement at the same ``lambda_2``.
+
+    With no anchor at all the result is 0 (never NaN), connected to the graph of ``per_anchor_loss`` so that
+    ``backward()`` works.
+
+    Args:
+        per_anchor_loss: Loss of each anchor (:func:`part_infonce_from_bank`), shape (A,).
+        anchor_classes: Class of each anchor, integer (A,), values in [0, C).
+        num_classes: C, >= 1.
+        reduction: ``'paper'`` or ``'present'``.
+
+    Returns:
+        Scalar fp32 tensor.
+
+    Raises:
+        ValueError: If a shape or dtype is wrong, a class is out of range, or ``num_classes``/``reduction`` is
+            invalid.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f'reduction must be one of {REDUCTIONS}, got reduction={reduction!r}')
+    _check_ndim('per_anchor_loss', per_anchor_loss, 1, '(A,)')
+    _check_ndim('anchor_classes', anchor_classes, 1, '(A,)')
+    _check_integer_dtype('anchor_classes', anchor_classes)
+    _check_positive_int('num_classes', num_classes)
+    if anchor_classes.shape != per_anchor_loss.shape:
+        raise ValueError(
+            f'anchor_classes shape {tuple(anchor_classes.shape)} does not match per_anchor_loss shape '
+            f'{tuple(per_anchor_loss.shape)}')
+    _check_index_range('anchor_classes', anchor_classes, num_classes, 'classes')
+    classes = anchor_classes.long()
+    loss = per_anchor_loss.float()
+    sums = loss.new_zeros(num_classes).index_add(0, classes, loss)
+    counts = torch.bincount(classes, minlength=num_classes)
+    per_class = sums / counts.clamp_min(1).float()
+    if reduction == 'paper':
+        return per_class.sum() / num_classes
+    return per_class.sum() / (counts > 0).sum().clamp_min(1).float()
+
+
+# ----------------------------------------------------------------------------------------------------- Eq. 12
+
+
+def part_weighted_sums(means: Tensor, counts: Tensor) -> Tuple[Tensor, Tensor]:
+    """Pixel-weighted sums of per-image part means over the batch: ``sum_n counts * means`` and ``sum_n counts``.
+
+    These are the quantities to all-reduce (sum) under DDP before dividing, so that the batch mean ``P'`` of
+    Eq. 12 is weighted by pixels across all processes; :func:`batch_part_means` does it given an
+    ``all_reduce`` function.
+
+    Args:
+        means: Per-image part means (:func:`masked_average_pool`), shape (N, C, K, L).
+        counts: Pixel counts, shape (N, C, K), integer or floating.
+
+    Returns:
+        ``(weighted_sums, total_counts)``: fp32 (C, K, L) and long (C, K) (counts are rounded if floating).
+
+    Raises:
+        ValueError: If the shapes disagree.
+    """
+    _check_ndim('means', means, 4, '(N, C, K, L)')
+    _check_ndim('counts', counts, 3, '(N, C, K)')
+    if tuple(counts.shape) != tuple(means.shape[:3]):
+        raise ValueError(
+            f'counts shape {tuple(counts.shape)} does not match (N, C, K) = {tuple(means.shape[:3])} of means '
+            f'shape {tuple(means.shape)}')
+    # A count of 0 zeroes the term, so a garbage mean at an absent part (there is none from MAP) cannot leak.
+    weights = counts.float().unsqueeze(-1)
+    weighted = torch.where(weights > 0, weights * means.float(), 0.0).sum(dim=0)
+    total = counts.round().long().sum(dim=0) if counts.dtype.is_floating_point else counts.long().sum(dim=0)
+    return weighted, total
+
+
+def batch_part_means(means: Tensor,
+                     counts: Tensor,
+                     *,
+                     all_reduce: Optional[Callable[[Tensor], None]] = None) -> Tuple[Tensor, Tensor]:
+    """The pixel-weighted batch mean ``P'`` of Eq. 12 from per-image part means: ``sum(count * mean) / sum(count)``.
+
+    Each part's batch mean weighs the images by their pixel counts, i.e. it equals MAP over all pixels of the
+    batch at once. Under DDP pass ``all_reduce=mmengine.dist.all_reduce`` (or ``torch.distributed.all_reduce``):
+    it is called in place, as a sum, on the weighted sums and then on the counts of
+    :func:`part_weighted_sums`, *before* the division, so that every process gets the same ``P'`` (averaging
+    the per-process means instead would weigh processes equally, not pixels). Every process must call it.
+
+    Args:
+        means: Per-image part means, shape (N, C, K, L).
+        counts: Pixel counts, shape (N, C, K).
+        all_reduce: In-place sum over processes, called as ``all_reduce(tensor)``; None for one process.
+
+    Returns:
+        ``(batch_means, batch_counts)``: fp32 (C, K, L), 0 where the part is absent from the (global) batch,
+        and long (C, K).
+
+    Raises:
+        ValueError: As :func:`part_weighted_sums`.
+    """
+    weighted, total = part_weighted_sums(means, counts)
+    if all_reduce is not None:
+        all_reduce(weighted)
+        all_reduce(total)
+    return weighted / total.clamp_min(1).unsqueeze(-1).float(), total
+
+
+def momentum_update_prototypes_(prototypes: Tensor,
+                                batch_means: Tensor,
+                                batch_counts: Tensor,
+                                momentum: float = 0.99) -> None:
+    """In-place prototype update of Eq. 12, ``P = theta * P + (1 - theta) * P'``, for the present parts only.
+
+    ``momentum`` is ``theta``, the weight of the *old* prototype (the paper's "momentum coefficient", i.e. the
+    decay convention of EMAs, not BatchNorm's ``momentum = 1 - theta``). Parts with ``batch_counts > 0`` move;
+    the others keep their value exactly (an absent part has no ``P'``). Prototypes are not renormalised
+    (Eq. 7 compares them by cosine, so only their direction matters). Runs under ``torch.no_grad``.
+
+    Args:
+        prototypes: ``P``, shape (C, K, L'), floating; updated in place.
+        batch_means: ``P'`` (:func:`batch_part_means` of the MAP of ``E^t(x)``), shape (C, K, L').
+        batch_counts: Pixel counts of the batch, shape (C, K).
+        momentum: ``theta`` in [0, 1]. Paper: 0.99.
+
+    Raises:
+        ValueError: If the shapes disagree or ``momentum`` is not in [0, 1].
+    """
+    _check_ndim('prototypes', prototypes, 3, "(C, K, L')")
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f'momentum must be a number in [0, 1] (theta of Eq. 12), got momentum={momentum!r}')
+    if not prototypes.dtype.is_floating_point:
+        raise ValueError(f'prototypes must be floating, got dtype {prototypes.dtype}')
+    if batch_means.shape != prototypes.shape:
+        raise ValueError(
+            f'batch_means shape {tuple(batch_means.shape)} does not match prototypes shape '
+            f'{tuple(prototypes.shape)}')
+    if tuple(batch_counts.shape) != tuple(prototypes.shape[:2]):
+        raise ValueError(
+            f'batch_counts shape {tuple(batch_counts.shape)} does not match (C, K) = '
+            f'{tuple(prototypes.shape[:2])} of prototypes')
+    with torch.no_grad():
+        present = (batch_counts > 0).to(prototypes.device).unsqueeze(-1)
+        new = batch_means.detach().to(device=prototypes.device, dtype=prototypes.dtype)
+        prototypes.copy_(torch.where(present, momentum * prototypes + (1.0 - momentum) * new, prototypes))
