@@ -1,4 +1,4 @@
-"""Model-side helpers shared by segmentors and losses (CutMix, memory bank, ...)."""
+"""Model-side helpers shared by segmentors and losses: CutMix, the part memory bank, prototype K-means."""
 from .cutmix import (
     CutMixParams,
     box_masks,
@@ -9,13 +9,18 @@ from .cutmix import (
     resize_mask,
     sample_cutmix_boxes,
 )
+from .memory_bank import PartMemoryBank
+from .prototypes import ClassPixelReservoir, kmeans_prototypes
 
 __all__ = [
+    'ClassPixelReservoir',
     'CutMixParams',
+    'PartMemoryBank',
     'box_masks',
     'cutmix',
     'cutmix_masks',
     'derangement',
+    'kmeans_prototypes',
     'make_cutmix_params',
     'resize_mask',
     'sample_cutmix_boxes',
