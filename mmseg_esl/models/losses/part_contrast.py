@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,7 @@ __all__ = [
     'part_infonce_from_bank',
     'part_weighted_sums',
     'sample_anchors',
+    'upsampled_masked_average_pool',
 ]
 
 #: Reductions of :func:`class_mean_loss`.
@@ -129,23 +130,35 @@ def _check_same_map_shape(feats_name: str, feats: Tensor, map_name: str, label_m
 # ------------------------------------------------------------------------------------------------ Eq. 7 and 8
 
 
-def assign_parts(feats: Tensor, class_map: Tensor, prototypes: Tensor, *, ignore_index: int = 255) -> Tensor:
+def assign_parts(feats: Tensor,
+                 class_map: Tensor,
+                 prototypes: Tensor,
+                 *,
+                 ignore_index: int = 255,
+                 align_corners: bool = False) -> Tensor:
     """The part (subclass) index ``k*`` of each pixel, Eq. 7.
 
-    ``k*_j = argmax_k cos(feats_j, prototypes[c*_j, k])`` where ``c*_j = class_map_j``. Since
-    ``||feats_j||`` does not depend on ``k``, this is the arg-max of ``<feats_j, P[c*, k] / ||P[c*, k]||>``:
-    only the (C, K) prototypes are normalised, never the feature map. One einsum gives the similarities to all
-    ``C * K`` prototypes, shape (N, C * K, H, W) in fp32 (e.g. 56 MB for N = 8, C * K = 21 * 5, 129 x 129);
-    the ``K`` values of the pixel's own class are then gathered and arg-maxed. Ties (e.g. an all-zero feature)
-    go to the lowest ``k``. Nothing is resized: ``class_map`` must already have the resolution of ``feats``.
-    Runs without autograd (the result is an index).
+    ``k*_j = argmax_k cos(feats_j, prototypes[c*_j, k])`` where ``c*_j = class_map_j``. One einsum gives the
+    similarities to all ``C * K`` prototypes, shape (N, C * K, h, w) in fp32 (e.g. 56 MB for N = 8,
+    C * K = 21 * 5, 129 x 129); the ``K`` values of the pixel's own class are then gathered and arg-maxed.
+    Ties (e.g. an all-zero feature) go to the lowest ``k``. Runs without autograd (the result is an index).
+
+    **Resolution.** ``class_map`` sets the resolution of the result. If it equals that of ``feats``, only the
+    prototypes are normalised (``||feats_j||`` does not depend on ``k``). If it differs (ESL computes Eq. 7 at
+    the projector's stride ``tau = 4`` while ``E^t`` of a dilated ResNet is at stride 8), the *cosine* map
+    (N, C * K, h, w) is resized bilinearly to ``class_map``'s (H, W) and arg-maxed there: the feature map
+    ``E^t`` (2048 channels) is never upsampled, only its ``C * K`` similarity scores are. Upsampled cosines are
+    an interpolation of per-pixel cosines, not the cosine of interpolated features; both agree at the
+    feature map's own pixels.
 
     Args:
-        feats: Features ``E^t(x)``, shape (N, L', H, W), any floating dtype (fp32 internally).
+        feats: Features ``E^t(x)``, shape (N, L', h, w), any floating dtype (fp32 internally).
         class_map: Class ``c*`` of each pixel (the label ``y^l``, or the teacher's arg-max for unlabeled
-            images), integer tensor of shape (N, H, W), values in [0, C) or ``ignore_index``.
+            images), integer tensor of shape (N, H, W), values in [0, C) or ``ignore_index``; (H, W) may
+            differ from the features' (h, w).
         prototypes: Part prototypes ``P``, shape (C, K, L').
         ignore_index: Class value of pixels that get no part; must not be in [0, C).
+        align_corners: ``align_corners`` of the bilinear resize of the cosine map (use the model's).
 
     Returns:
         LongTensor of shape (N, H, W) on ``feats.device``: ``k*`` in [0, K), or -1 where ``class_map`` is
@@ -167,20 +180,28 @@ def assign_parts(feats: Tensor, class_map: Tensor, prototypes: Tensor, *, ignore
         raise ValueError(
             f"feats has L'={feats.shape[1]} channels but prototypes have L'={dim} (shape "
             f'{tuple(prototypes.shape)})')
-    _check_same_map_shape('feats', feats, 'class_map', class_map)
+    if class_map.shape[0] != feats.shape[0]:
+        raise ValueError(
+            f'class_map batch size {class_map.shape[0]} (shape {tuple(class_map.shape)}) does not match feats '
+            f'batch size {feats.shape[0]} (shape {tuple(feats.shape)})')
     _check_ignore_index(ignore_index, num_classes)
     labelled = _check_class_values('class_map', class_map, num_classes, ignore_index)
 
     n, _, h, w = feats.shape
+    out_h, out_w = class_map.shape[1:]
     with torch.no_grad():
         protos = F.normalize(prototypes.detach().float(), dim=-1).to(feats.device)
-        sims = torch.einsum('nlhw,ql->nqhw', feats.detach().float(), protos.reshape(num_classes * num_parts, dim))
-        sims = sims.reshape(n, num_classes, num_parts, h, w)
-        classes = torch.where(labelled, class_map, 0).long()  # any class for ignored pixels; masked below
-        index = classes.reshape(n, 1, 1, h, w).expand(n, 1, num_parts, h, w)
+        flat_feats = feats.detach().float()
+        sims = torch.einsum('nlhw,ql->nqhw', flat_feats, protos.reshape(num_classes * num_parts, dim))
+        if (out_h, out_w) != (h, w):
+            norms = flat_feats.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (N, 1, h, w): cosines, then resize
+            sims = F.interpolate(sims / norms, size=(out_h, out_w), mode='bilinear', align_corners=align_corners)
+        sims = sims.reshape(n, num_classes, num_parts, out_h, out_w)
+        classes = torch.where(labelled, class_map, 0).long().to(feats.device)  # any class where ignored
+        index = classes.reshape(n, 1, 1, out_h, out_w).expand(n, 1, num_parts, out_h, out_w)
         own_class = sims.gather(1, index).squeeze(1)  # (N, K, H, W)
         parts = own_class.argmax(dim=1)
-        return torch.where(labelled, parts, -1)
+        return torch.where(labelled.to(feats.device), parts, -1)
 
 
 def masked_average_pool(feats: Tensor,
@@ -247,6 +268,83 @@ def masked_average_pool(feats: Tensor,
     means = sums[:, :, :num_bins] / counts.clamp_min(1).unsqueeze(1).float()
     means = means.permute(0, 2, 1).reshape(n, num_classes, num_parts, dim)
     return means, counts.reshape(n, num_classes, num_parts)
+
+
+def _linear_weights(out_size: int, in_size: int, align_corners: bool, device: torch.device) -> Tensor:
+    """The (out_size, in_size) matrix of 1-D linear interpolation, as ``F.interpolate(mode='linear')`` uses it."""
+    eye = torch.eye(in_size, device=device).unsqueeze(0)  # (1, in, in): channel i is the unit vector e_i
+    return F.interpolate(eye, size=out_size, mode='linear', align_corners=align_corners)[0].t()
+
+
+def upsampled_masked_average_pool(feats: Tensor,
+                                  class_map: Tensor,
+                                  part_map: Tensor,
+                                  num_classes: int,
+                                  num_parts: int,
+                                  *,
+                                  align_corners: bool = False,
+                                  ignore_index: int = 255) -> Tuple[Tensor, Tensor]:
+    """Eq. 8 on features bilinearly resized to the maps' resolution, without building the resized features.
+
+    Equals ``masked_average_pool(resize(feats, class_map.shape[1:], 'bilinear'), class_map, part_map, C, K)``.
+    ESL applies MAP to ``E^t(x)`` with the part masks of Eq. 7 to get ``P'`` of Eq. 12 (§3.4); the masks live
+    at the projector's stride (4) while ``E^t`` is at stride 8 or 16, and resizing 2048-channel features of a
+    batch to stride 4 would cost gigabytes. Bilinear resizing is linear and separable,
+    ``up(E) = A_h E A_w^T``, so ``sum_j M_j up(E)_j = sum_i (A_h^T M A_w)_i E_i``: the one-hot masks (N, C·K,
+    H, W) are brought *down* to the features' (h, w) by the transposed interpolation matrices and contracted
+    with the features there. The pixel counts are those of the masks (interpolation weights sum to 1). Memory:
+    the (N, C·K, H, W) fp32 masks (e.g. 24 images x 105 x 129² ≈ 170 MB), never the resized features.
+
+    Args:
+        feats: Features, shape (N, L, h, w), any floating dtype (fp32 internally). Differentiable.
+        class_map: Class of each pixel, integer (N, H, W), values in [0, C) or ``ignore_index``.
+        part_map: Part of each pixel, integer (N, H, W), values in [-1, K).
+        num_classes: C, >= 1.
+        num_parts: K, >= 1.
+        align_corners: ``align_corners`` of the bilinear resize being emulated (use the model's).
+        ignore_index: Class value of excluded pixels; must not be in [0, C).
+
+    Returns:
+        ``(means, counts)``: fp32 (N, C, K, L) and long (N, C, K), as :func:`masked_average_pool`.
+
+    Raises:
+        ValueError: As :func:`masked_average_pool`, and if the maps' batch size differs from that of ``feats``.
+    """
+    _check_ndim('feats', feats, 4, '(N, L, h, w)')
+    _check_ndim('class_map', class_map, 3, '(N, H, W)')
+    _check_ndim('part_map', part_map, 3, '(N, H, W)')
+    _check_integer_dtype('class_map', class_map)
+    _check_integer_dtype('part_map', part_map)
+    _check_positive_int('num_classes', num_classes)
+    _check_positive_int('num_parts', num_parts)
+    if class_map.shape[0] != feats.shape[0] or part_map.shape != class_map.shape:
+        raise ValueError(
+            f'class_map {tuple(class_map.shape)} and part_map {tuple(part_map.shape)} must both be (N, H, W) with '
+            f'the batch size N={feats.shape[0]} of feats {tuple(feats.shape)}')
+    _check_ignore_index(ignore_index, num_classes)
+    labelled = _check_class_values('class_map', class_map, num_classes, ignore_index)
+    bad_part = (part_map < -1) | (part_map >= num_parts)
+    if bool(bad_part.any()):
+        raise ValueError(
+            f'part_map must hold part indices in [0, K={num_parts}) or -1, got the value '
+            f'{int(part_map[bad_part][0])}')
+
+    n, dim, h, w = feats.shape
+    out_h, out_w = class_map.shape[1:]
+    num_bins = num_classes * num_parts
+    device = feats.device
+    pooled = (labelled & (part_map >= 0)).to(device)
+    bins = torch.where(pooled, class_map.long().to(device) * num_parts + part_map.long().to(device), num_bins)
+    masks = torch.zeros(n, num_bins + 1, out_h * out_w, device=device)
+    masks.scatter_(1, bins.reshape(n, 1, -1), 1.0)
+    masks = masks[:, :num_bins].reshape(n, num_bins, out_h, out_w)
+    counts = masks.sum(dim=(2, 3)).round().long()
+    rows = _linear_weights(out_h, h, align_corners, device)  # (H, h)
+    cols = _linear_weights(out_w, w, align_corners, device)  # (W, w)
+    weights = torch.einsum('Yy,nqYX,Xx->nqyx', rows, masks, cols).reshape(n, num_bins, h * w)
+    sums = torch.bmm(weights, feats.float().reshape(n, dim, h * w).transpose(1, 2))  # (N, C·K, L)
+    means = sums / counts.clamp_min(1).unsqueeze(-1).float()
+    return means.reshape(n, num_classes, num_parts, dim), counts.reshape(n, num_classes, num_parts)
 
 
 # ------------------------------------------------------------------------------------------------------ Eq. 9
@@ -407,7 +505,8 @@ def part_infonce_from_bank(anchors: Tensor,
                            neg_idx: Tensor,
                            temperature: float = 0.5,
                            *,
-                           chunk_size: int = 4096) -> Tensor:
+                           chunk_size: int = 4096,
+                           return_cos: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor, Tensor]]:
     """Per-anchor InfoNCE loss of Eq. 10 with positives and negatives given as rows of the memory bank.
 
     Same values as :func:`part_infonce` on ``(anchors, bank[pos_idx], bank[neg_idx])``, but the
@@ -424,9 +523,12 @@ def part_infonce_from_bank(anchors: Tensor,
         neg_idx: LongTensor (A, N_s), the bank rows of each anchor's negatives, in [0, Q).
         temperature: ``sigma`` > 0. Paper: 0.5.
         chunk_size: Anchors per matmul, >= 1.
+        return_cos: Also return, for logging, each anchor's cosine similarity to its positive and its mean
+            cosine similarity to its negatives (gathered from the same matmul, detached).
 
     Returns:
-        fp32 tensor of shape (A,).
+        fp32 tensor of shape (A,); with ``return_cos``, the tuple ``(loss, pos_cos, neg_cos)`` of three (A,)
+        tensors.
 
     Raises:
         ValueError: If a shape or dtype is wrong, an index is out of range, or ``temperature``/``chunk_size``
@@ -454,14 +556,22 @@ def part_infonce_from_bank(anchors: Tensor,
 
     keys = F.normalize(bank.detach().float(), dim=-1).t()  # (L, Q)
     columns = torch.cat([pos_idx.long().unsqueeze(1), neg_idx.long()], dim=1)  # (A, 1 + N_s)
-    losses = []
+    losses, pos_cos, neg_cos = [], [], []
     for start in range(0, num_anchors, int(chunk_size)):
         stop = start + int(chunk_size)
         sims = F.normalize(anchors[start:stop].float(), dim=-1) @ keys  # (chunk, Q)
-        logits = sims.gather(1, columns[start:stop]) / temperature
+        cos = sims.gather(1, columns[start:stop])  # (chunk, 1 + N_s)
+        logits = cos / temperature
         losses.append(torch.logsumexp(logits, dim=1) - logits[:, 0])
+        if return_cos:
+            pos_cos.append(cos[:, 0].detach())
+            neg_cos.append(cos[:, 1:].detach().mean(dim=1))
     if not losses:
-        return anchors.float().sum(dim=1) * 0.0  # shape (0,), connected to the graph of anchors
+        loss = anchors.float().sum(dim=1) * 0.0  # shape (0,), connected to the graph of anchors
+        empty = loss.detach()
+        return (loss, empty, empty) if return_cos else loss
+    if return_cos:
+        return torch.cat(losses), torch.cat(pos_cos), torch.cat(neg_cos)
     return torch.cat(losses)
 
 

@@ -5,6 +5,7 @@ from typing import List, Optional, Tuple
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmseg_esl.models.losses import (
@@ -18,6 +19,7 @@ from mmseg_esl.models.losses import (
     part_infonce_from_bank,
     part_weighted_sums,
     sample_anchors,
+    upsampled_masked_average_pool,
 )
 
 IGNORE = 255
@@ -153,6 +155,20 @@ def test_from_bank_matches_reference_and_samples_form(chunk_size):
     torch.testing.assert_close(loss, samples_form, rtol=1e-5, atol=1e-6)
 
 
+def test_from_bank_returns_positive_and_mean_negative_cosines():
+    anchors, bank, pos_idx, neg_idx = random_bank_problem(seed=6)
+    loss, pos_cos, neg_cos = part_infonce_from_bank(anchors, bank, pos_idx, neg_idx, 0.5, chunk_size=3,
+                                                    return_cos=True)
+    torch.testing.assert_close(loss, part_infonce_from_bank(anchors, bank, pos_idx, neg_idx, 0.5))
+    for a in range(anchors.shape[0]):
+        assert pos_cos[a].item() == pytest.approx(cosine(anchors[a], bank[pos_idx[a]]), abs=1e-5)
+        negs = [cosine(anchors[a], bank[i]) for i in neg_idx[a].tolist()]
+        assert neg_cos[a].item() == pytest.approx(sum(negs) / len(negs), abs=1e-5)
+    assert not pos_cos.requires_grad and not neg_cos.requires_grad
+    empty = part_infonce_from_bank(anchors[:0], bank, pos_idx[:0], neg_idx[:0], return_cos=True)
+    assert [t.shape for t in empty] == [(0, )] * 3
+
+
 @pytest.mark.parametrize('chunk_size', [1, 4, 4096])
 def test_from_bank_gradient_reaches_anchors_only_and_equals_samples_form(chunk_size):
     anchors, bank, pos_idx, neg_idx = random_bank_problem(seed=8)
@@ -245,6 +261,33 @@ def test_assign_parts_matches_reference(num_parts):
         assert set(parts.unique().tolist()) <= {-1, 0}
 
 
+@pytest.mark.parametrize('align_corners', [False, True])
+def test_assign_parts_at_a_higher_resolution_upsamples_the_cosine_map(align_corners):
+    """Eq. 7 at stride 4 from stride-8 features: per-pixel cosines are upsampled, never the features."""
+    g = seeded(13)
+    num_classes, num_parts = 3, 4
+    feats = torch.randn((2, 6, 4, 5), generator=g) * torch.rand((2, 1, 4, 5), generator=g)
+    prototypes = torch.randn((num_classes, num_parts, 6), generator=g)
+    class_map = random_maps(2, 8, 10, num_classes, seed=14, present=(0, 2))
+    parts = assign_parts(feats, class_map, prototypes, align_corners=align_corners)
+    # Naive reference: cosine of every low-resolution pixel with every prototype, upsampled, then per pixel.
+    cos = torch.zeros(2, num_classes, num_parts, 4, 5)
+    for n in range(2):
+        for c in range(num_classes):
+            for k in range(num_parts):
+                for y in range(4):
+                    for x in range(5):
+                        cos[n, c, k, y, x] = F.cosine_similarity(feats[n, :, y, x], prototypes[c, k], dim=0)
+    up = F.interpolate(cos.reshape(2, -1, 4, 5), size=(8, 10), mode='bilinear', align_corners=align_corners)
+    up = up.reshape(2, num_classes, num_parts, 8, 10)
+    for n in range(2):
+        for y in range(8):
+            for x in range(10):
+                c = int(class_map[n, y, x])
+                expected = -1 if c == IGNORE else int(up[n, c, :, y, x].argmax())
+                assert int(parts[n, y, x]) == expected
+
+
 def test_assign_parts_is_scale_invariant_and_breaks_ties_low():
     prototypes = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]])  # C=1, K=3; parts 1 and 2 tie
     feats = torch.tensor([[3.0, 0.0], [0.1, 5.0], [0.0, 0.0]]).t().reshape(1, 2, 1, 3)
@@ -274,8 +317,8 @@ def test_assign_parts_bad_arguments():
     bad[0, 1, 2] = -3
     with pytest.raises(ValueError, match='-3'):
         assign_parts(feats, bad, prototypes)
-    with pytest.raises(ValueError, match='class_map shape'):
-        assign_parts(feats, torch.zeros((1, 6, 6), dtype=torch.long), prototypes)
+    with pytest.raises(ValueError, match='class_map batch size'):
+        assign_parts(feats, torch.zeros((2, 3, 3), dtype=torch.long), prototypes)
     with pytest.raises(ValueError, match='class_map'):
         assign_parts(feats, good.float(), prototypes)
     with pytest.raises(ValueError, match="L'"):
@@ -329,6 +372,45 @@ def test_assign_then_pool_counts_every_labelled_pixel_once():
     parts = assign_parts(feats, class_map, torch.randn((3, 4, 8), generator=g))
     _, counts = masked_average_pool(feats, class_map, parts, 3, 4)
     assert counts.sum(dim=(1, 2)).tolist() == (class_map != IGNORE).sum(dim=(1, 2)).tolist()
+
+
+@pytest.mark.parametrize('align_corners', [False, True])
+@pytest.mark.parametrize('num_parts', [1, 3])
+def test_upsampled_pool_equals_pooling_the_resized_features(align_corners, num_parts):
+    """Eq. 12's MAP of E^t at the masks' resolution, without resizing E^t, equals MAP of the resized E^t."""
+    g = seeded(21)
+    num_classes = 4
+    feats = torch.randn((2, 5, 4, 6), generator=g, requires_grad=True)
+    class_map = random_maps(2, 9, 13, num_classes, seed=22, present=(0, 1, 3))  # class 2 absent, 255s present
+    part_map = torch.randint(0, num_parts, (2, 9, 13), generator=g)
+    part_map[class_map == IGNORE] = -1
+    means, counts = upsampled_masked_average_pool(feats, class_map, part_map, num_classes, num_parts,
+                                                  align_corners=align_corners)
+    resized = F.interpolate(feats, size=(9, 13), mode='bilinear', align_corners=align_corners)
+    ref_means, ref_counts = reference_pool(resized.detach(), class_map, part_map, num_classes, num_parts)
+    assert torch.equal(counts, ref_counts) and counts[:, 2].sum() == 0
+    torch.testing.assert_close(means.detach().double(), ref_means.double(), rtol=1e-5, atol=1e-5)
+    # Same gradient as pooling the resized features (the operation is linear in feats).
+    g_out = torch.randn(means.shape, generator=g)
+    (grad,) = torch.autograd.grad((means * g_out).sum(), feats)
+    via_resize, _ = masked_average_pool(resized, class_map, part_map, num_classes, num_parts)
+    (ref_grad,) = torch.autograd.grad((via_resize * g_out).sum(), feats)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_upsampled_pool_at_the_same_resolution_is_plain_pooling():
+    g = seeded(23)
+    feats = torch.randn((3, 4, 5, 5), generator=g)
+    class_map = random_maps(3, 5, 5, 3, seed=24)
+    part_map = torch.where(class_map == IGNORE, -1, torch.randint(0, 2, (3, 5, 5), generator=g))
+    means, counts = upsampled_masked_average_pool(feats, class_map, part_map, 3, 2)
+    ref_means, ref_counts = masked_average_pool(feats, class_map, part_map, 3, 2)
+    assert torch.equal(counts, ref_counts)
+    torch.testing.assert_close(means, ref_means, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match='batch size'):
+        upsampled_masked_average_pool(feats[:2], class_map, part_map, 3, 2)
+    with pytest.raises(ValueError, match='part_map.*-2'):
+        upsampled_masked_average_pool(feats, class_map, torch.full_like(part_map, -2), 3, 2)
 
 
 def test_masked_average_pool_bad_arguments():
