@@ -15,8 +15,10 @@ module keeps a bounded, uniform sample per class and clusters that:
   largest keys per class). Memory: C × M × L' × bytes-per-element, allocated up front.
 * :func:`kmeans_prototypes` L2-normalises each class's sample and runs ``sklearn.cluster.KMeans``.
 
-A hook drives them (feed ``add`` with encoder features and labels resized to the features, then call
-``kmeans_prototypes`` and copy the result into the model's prototype buffer); nothing here touches a model.
+Under DDP each rank samples its shard of the labeled set and :meth:`ClassPixelReservoir.merge_across_ranks`
+turns the per-rank samples into the one sample of the whole set. ``PrototypeInitHook`` drives them (feed
+``add`` with encoder features and labels resized to the features, merge, call ``kmeans_prototypes`` and copy
+the result into the model's prototype buffer); nothing here touches a model.
 """
 from __future__ import annotations
 
@@ -87,6 +89,7 @@ class ClassPixelReservoir:
         self._feats = torch.zeros(num_classes, max_pixels_per_class, dim, dtype=dtype, device=self.device)
         self._keys = torch.full((num_classes, max_pixels_per_class), _EMPTY_SLOT, dtype=torch.float64)
         self._seen = torch.zeros(num_classes, dtype=torch.long)
+        self._merged = False  # set by merge_across_ranks()
 
     @property
     def nbytes(self) -> int:
@@ -156,6 +159,76 @@ class ClassPixelReservoir:
         vectors = feats[idx[0], :, idx[1], idx[2]]  # (P, L'): gathers only the entering pixels
         self._feats[out_c.to(self.device), out_s.to(self.device)] = vectors.to(self.device, self.dtype)
         self._keys[out_c, out_s] = new_keys[in_c, in_s]
+
+    @torch.no_grad()
+    def merge_across_ranks(self) -> None:
+        """Under DDP, replaces every rank's reservoir by the one sample a single process would have kept.
+
+        Each rank fills its own reservoir from its shard of the labeled set. As every kept pixel carries its
+        uniform key, the M largest keys of a class over *all* ranks' reservoirs are the M largest keys over
+        all its pixels: a uniform sample of at most M pixels of the class over the whole set, exactly what
+        one process seeing every pixel with these keys would keep. Steps:
+
+        1. ``all_gather`` the keys (C, M) of every rank and, per class, take the top M of the (C, world × M)
+           concatenation; the merged slot ``s`` of class ``c`` comes from rank ``r`` and slot ``s'``.
+        2. Per class (to bound memory to one (M, L') buffer), every rank writes the feature rows it owns into
+           their merged slots of a zero buffer, and an ``all_reduce(sum)`` gives every rank all the rows
+           (each slot has exactly one non-zero contribution, so the sum is exact).
+        3. The merged keys are the top-M keys (slots whose key is negative stay empty, -1); the pixel counts
+           of :meth:`counts` are summed over ranks.
+
+        Afterwards every rank holds identical features, keys and counts, so :func:`kmeans_prototypes` gives
+        the same result on every rank. A no-op when the world size is 1 (or ``torch.distributed`` is not
+        initialised). Communication goes through the backend's device (CUDA for NCCL, CPU for gloo); sums are
+        done in float32 on gloo, which may not sum float16, and cast back to the storage dtype.
+
+        Seeds: the ranks' keys must be independent, so **build each rank's reservoir with a different seed**
+        (e.g. ``seed + rank``, as ``PrototypeInitHook`` does). With equal seeds and shards of equal pixel
+        counts every rank draws the same keys, ties between ranks then decide which pixels are kept, and the
+        sample is no longer uniform. Ties of independent float64 keys have probability 0.
+
+        Call it once, after the last :meth:`add` of every rank: after a merge each kept pixel is held by all
+        ranks, so a second merge would count it once per rank.
+
+        Raises:
+            ValueError: If the ranks' reservoirs differ in ``num_classes``, ``max_pixels_per_class`` or ``dim``.
+            RuntimeError: If the reservoir was already merged.
+        """
+        from mmengine import dist  # deferred: a reservoir without DDP needs no mmengine
+
+        world_size = dist.get_world_size()
+        if world_size == 1:
+            return
+        if self._merged:
+            raise RuntimeError('merge_across_ranks() was already called on this reservoir: its pixels are held by '
+                               'every rank now, a second merge would count each of them once per rank. Merge once, '
+                               'after the last add().')
+        device = dist.get_comm_device()
+        comm_dtype = torch.float32 if dist.get_backend() == 'gloo' else self.dtype
+        m, rank = self.max_pixels_per_class, dist.get_rank()
+
+        shape = torch.tensor([self.num_classes, m, self.dim], dtype=torch.long, device=device)
+        shapes = [s.cpu() for s in dist.all_gather(shape)]
+        if any(not torch.equal(s, shapes[0]) for s in shapes):
+            raise ValueError('merge_across_ranks(): the ranks\' reservoirs differ in (num_classes, '
+                             f'max_pixels_per_class, dim): {[tuple(s.tolist()) for s in shapes]}; build them from the '
+                             'same settings on every rank.')
+
+        all_keys = torch.cat([k.cpu() for k in dist.all_gather(self._keys.to(device))], dim=1)  # (C, world * M)
+        top_keys, top_idx = all_keys.topk(m, dim=1)  # (C, M), descending: merged slot s of class c
+        src_rank, src_slot = top_idx // m, top_idx % m
+        mine = (top_keys >= 0) & (src_rank == rank)  # merged slots whose pixel this rank holds
+        for c in range(self.num_classes):
+            dst = mine[c].nonzero().squeeze(1)
+            buffer = torch.zeros(m, self.dim, dtype=comm_dtype, device=device)
+            buffer[dst.to(device)] = self._feats[c, src_slot[c, dst].to(self.device)].to(device, comm_dtype)
+            dist.all_reduce(buffer, op='sum')
+            self._feats[c] = buffer.to(self.device, self.dtype)
+        self._keys = torch.where(top_keys >= 0, top_keys, torch.full_like(top_keys, _EMPTY_SLOT))
+        seen = self._seen.to(device)
+        dist.all_reduce(seen, op='sum')
+        self._seen = seen.cpu()
+        self._merged = True
 
     def counts(self) -> Tensor:
         """Pixels seen per class so far (before sampling).

@@ -1,7 +1,13 @@
 """Per-class pixel reservoir and K-means subclass prototypes (ESL §3.3, before the formal training)."""
+import socket
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import clean_env
 from sklearn.cluster import KMeans
 
 from mmseg_esl.models.utils.prototypes import ClassPixelReservoir, kmeans_prototypes
@@ -198,3 +204,115 @@ def test_kmeans_prototypes_reject_a_bad_number_of_parts():
     res, _ = synthetic_reservoir()
     with pytest.raises(ValueError, match='num_parts must be a positive int'):
         kmeans_prototypes(res, 0)
+
+
+# --------------------------------------------------------------------------- merge_across_ranks
+
+
+def test_merge_across_ranks_is_a_no_op_in_one_process():
+    labels = torch.randint(0, 3, (2, 5, 5), generator=torch.Generator().manual_seed(0))
+    res = ClassPixelReservoir(num_classes=3, max_pixels_per_class=10, dim=2, seed=1)
+    res.add(id_features(labels), labels)
+    before = [res.samples(c).clone() for c in range(3)], res.counts(), res._keys.clone()
+    res.merge_across_ranks()
+    res.merge_across_ranks()  # no DDP: nothing to merge, so calling it twice is harmless too
+    assert all(torch.equal(a, res.samples(c)) for c, a in enumerate(before[0]))
+    assert torch.equal(before[1], res.counts()) and torch.equal(before[2], res._keys)
+
+
+MERGE_WORKER = textwrap.dedent('''
+    import sys
+
+    import torch
+    import torch.distributed as dist
+
+    from mmseg_esl.models.utils.prototypes import ClassPixelReservoir
+
+    rank, world_size, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world_size)
+    gen = torch.Generator().manual_seed(100 + rank)
+    labels = torch.randint(0, 3, (2 + rank, 6, 7), generator=gen)  # rank 0: 84 pixels, rank 1: 126
+    labels[(labels == 2) & (torch.rand(labels.shape, generator=gen) < 0.8)] = 255  # class 2 is rare: < M in all
+    labels[0, 0, 0] = 2
+    labels[labels == 2] = 255 if rank == 0 else 2  # ... and only rank 1 has it
+    n, h, w = labels.shape
+    ids = torch.arange(1000 * rank, 1000 * rank + n * h * w, dtype=torch.float32).view(n, h, w)
+    feats = torch.stack([ids, labels.float()], dim=1)  # channel 0 names the pixel (exact in float16 below 2048)
+    result = {'labels': labels, 'feats': feats}
+    for dtype in (torch.float32, torch.float16):  # float16: summed in float32 on gloo, cast back
+        res = ClassPixelReservoir(num_classes=3, max_pixels_per_class=20, dim=2, seed=7 + rank, dtype=dtype)
+        res.add(feats, labels)
+        before = {'keys': res._keys.clone(), 'feats': res._feats.clone(), 'seen': res.counts()}
+        res.merge_across_ranks()
+        try:
+            res.merge_across_ranks()
+            second = 'no error'
+        except RuntimeError as error:
+            second = str(error)
+        result[str(dtype)] = {'before': before, 'keys': res._keys, 'feats': res._feats, 'seen': res.counts(),
+                              'num_samples': res.num_samples(), 'samples': [res.samples(c) for c in range(3)],
+                              'second': second}
+    torch.save(result, out)
+    dist.destroy_process_group()
+''')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run_workers(tmp_path, script_text: str, world_size: int = 2, timeout: float = 120) -> list:
+    """Runs ``script_text`` as ``world_size`` gloo ranks and returns what each rank saved."""
+    script = tmp_path / 'worker.py'
+    script.write_text(script_text)
+    port = str(free_port())
+    env = clean_env({'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': port, 'OMP_NUM_THREADS': '1'})
+    outs = [tmp_path / f'rank{rank}.pth' for rank in range(world_size)]
+    procs = [subprocess.Popen([sys.executable, str(script), str(rank), str(world_size), port, str(out)],
+                              cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank, out in enumerate(outs)]
+    try:
+        logs = [proc.communicate(timeout=timeout)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for rank, proc in enumerate(procs):
+        assert proc.returncode == 0, f'rank {rank} exited with {proc.returncode}:\n{logs[rank][-4000:]}'
+    return [torch.load(out, weights_only=False) for out in outs]
+
+
+@pytest.mark.slow
+def test_merge_across_ranks_gives_every_rank_the_top_m_keys_of_all_ranks(tmp_path):
+    results = run_workers(tmp_path, MERGE_WORKER)
+    m = 20
+    total = sum(torch.bincount(r['labels'][r['labels'] != 255], minlength=3) for r in results)
+    assert total[2] < m < total[0] and total[1] > m  # classes above and below M, and one only rank 1 has
+    for dtype in ('torch.float32', 'torch.float16'):
+        merged = [r[dtype] for r in results]
+        for name in ('keys', 'feats', 'seen'):  # both ranks hold the same reservoir
+            assert torch.equal(merged[0][name], merged[1][name]), (dtype, name)
+        assert merged[0]['feats'].dtype == getattr(torch, dtype.split('.')[1])
+        assert torch.equal(merged[0]['seen'], total)  # counts() is the total over ranks
+        assert torch.equal(merged[0]['num_samples'], total.clamp(max=m))  # min(total, M) per class
+        assert 'already called' in merged[0]['second']
+        for c in range(3):
+            # A subset of the union of the ranks' pixels of class c, no pixel twice.
+            union = torch.cat([r['feats'].permute(0, 2, 3, 1)[r['labels'] == c] for r in results])
+            sample = merged[0]['samples'][c].float()
+            assert sample.shape == (int(total[c].clamp(max=m)), 2)
+            assert (sample[:, 1] == c).all() and sample[:, 0].unique().numel() == sample.shape[0]
+            assert torch.isin(sample[:, 0], union[:, 0]).all()
+        # The merged sample is the top-M selection over the keys of both ranks, computed here from the
+        # ranks' reservoirs before the merge: merged slot s holds the pixel of the s-th largest key.
+        keys = torch.cat([r[dtype]['before']['keys'] for r in results], dim=1)  # (C, 2M)
+        feats = torch.cat([r[dtype]['before']['feats'] for r in results], dim=1)  # (C, 2M, L')
+        top_keys, top_idx = keys.topk(m, dim=1)
+        expected_keys = torch.where(top_keys >= 0, top_keys, torch.full_like(top_keys, -1.0))
+        expected_feats = torch.gather(feats, 1, top_idx[..., None].expand(-1, -1, 2)) * (top_keys >= 0)[..., None]
+        assert torch.equal(merged[0]['keys'], expected_keys)
+        assert torch.equal(merged[0]['feats'], expected_feats)
+        # Rank 1's pixels of class 2 are all kept (fewer than M), rank 0 had none.
+        assert merged[0]['samples'][2][:, 0].min() >= 1000

@@ -1,0 +1,342 @@
+"""Initial subclass prototypes P ∈ R^{C×K×L'} by K-means on the labeled set's encoder features (ESL §3.3).
+
+The paper: "before the formal training, we first collect the features {E^t(x_i^l)} of dimension L' for the
+entire labeled dataset D^l, where E^t is initialized with the parameter pre-trained on ImageNet ... split
+pixel-wisely into C classes ... apply K-means to each E_c to obtain K subclasses", whose means form P.
+:class:`PrototypeInitHook` does this once, in ``before_train``, and copies P into the contrastive loss's
+``prototypes`` buffer. From then on P follows Eq. 12 inside the loss, and, being a buffer of the model, it is
+saved in checkpoints and restored on resume (the hook then does nothing).
+
+What is clustered: a bounded uniform sample of at most ``max_pixels_per_class`` pixels per class
+(:class:`~mmseg_esl.models.utils.prototypes.ClassPixelReservoir`; all pixels of a labeled set do not fit in
+memory at L' = 2048), L2-normalised, by scikit-learn's KMeans (:func:`kmeans_prototypes`).
+"""
+import copy
+import logging
+import time
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine import dist
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.runner import Runner
+from mmengine.utils import ProgressBar
+from mmseg.registry import HOOKS
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from mmseg_esl.models.utils.prototypes import ClassPixelReservoir, kmeans_prototypes
+
+STORAGE_DTYPES = ('float16', 'float32')
+# What the hook reads from ``model.contrast_loss`` (see PrototypeInitHook's docstring).
+_CONTRAST_ATTRIBUTES = ('num_classes', 'num_parts', 'feat_channels', 'in_index', 'ignore_index', 'prototypes',
+                        'prototypes_ready', 'set_prototypes_')
+_DATALOADER_EXAMPLE = ("dict(batch_size=8, num_workers=2, sampler=dict(type='DefaultSampler', shuffle=False), "
+                       "dataset=dict(<the labeled set>, pipeline=[dict(type='LoadImageFromFile'), "
+                       "dict(type='LoadAnnotations'), dict(type='PackSegInputs')]))")
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'PrototypeInitHook: {name} must be a positive int, got {name}={value!r}.')
+    return value
+
+
+@HOOKS.register_module()
+class PrototypeInitHook(Hook):
+    """Initialises the part prototypes P (C, K, L') by per-class K-means on E^t features of the labeled set.
+
+    In ``before_train`` (once, before the first iteration):
+
+    1. For every labeled image (the ``dataloader`` config, built with ``Runner.build_dataloader``; under DDP
+       its ``DefaultSampler`` gives every rank a shard): preprocess it with ``model.data_preprocessor(batch,
+       True)`` (normalisation, padding of image and ``gt_sem_seg`` to the preprocessor's ``size`` with
+       ``seg_pad_val`` = 255, so padding is ignored), take ``E^t = model.teacher.extract_feat(inputs)[in_index]``
+       of shape (N, L', h, w), and resize the ground truth to (h, w) with *nearest* interpolation. Labels are
+       downsampled to E^t's resolution; E^t is never upsampled (no interpolated feature vectors, and h × w
+       instead of H × W pixels to sample from). Images of a batch are grouped by size and each group is
+       preprocessed and encoded on its own, so no image is padded to another one's size (the preprocessor
+       cannot stack images of different sizes larger than its ``size``; VOC's images differ). A batch size
+       above 1 therefore only pays off when sizes repeat (Cityscapes, or a fixed-size pipeline).
+    2. Each labeled pixel (label != ``ignore_index``) is offered to a
+       :class:`~mmseg_esl.models.utils.prototypes.ClassPixelReservoir` (CPU, ``storage_dtype``, seed
+       ``seed + rank``), which keeps a uniform sample of at most ``max_pixels_per_class`` pixels per class.
+       Under DDP, :meth:`ClassPixelReservoir.merge_across_ranks` then gives every rank the one uniform sample
+       of the whole labeled set.
+    3. Rank 0 runs :func:`~mmseg_esl.models.utils.prototypes.kmeans_prototypes` (K-means on the L2-normalised
+       sample of each class, ``random_state=seed``, centres L2-normalised), P is broadcast from rank 0 so
+       that every rank holds the same P, and ``contrast_loss.set_prototypes_(P)`` stores it.
+    4. The elapsed time, the number of images, the pixels seen and sampled per class, and the classes K-means
+       could not serve are logged; absent classes (zero prototypes) and classes with fewer than K sampled
+       pixels (their pixels repeated) are WARNINGs, never errors. The report of ``kmeans_prototypes`` is
+       kept as :attr:`report`.
+
+    Which E^t: ``model.teacher``, which at iteration 0 is a copy of the student made by
+    :class:`EMATeacherHook` in its own ``before_train``; the student's backbone holds the ImageNet weights
+    (``init_cfg``/``pretrained``), so E^t is the ImageNet-initialised encoder of the paper. Hence the
+    priority ``'BELOW_NORMAL'``: ``before_train`` hooks run in priority order and ``EMATeacherHook`` is
+    ``'NORMAL'``, so this hook runs after the teacher was set to the student (before that, the teacher holds
+    whatever weights the segmentor built it with). The checkpoint (``load_from``/``resume``) is loaded by
+    ``runner.train()`` before any ``before_train``.
+
+    Resume: if ``runner.iter > 0`` and ``contrast_loss.prototypes_ready`` is True, P came with the checkpoint
+    and is left alone. If it is resumed but P is not ready (a checkpoint from a run without the hook), P is
+    initialised from the *current* teacher with a warning (not the ImageNet encoder any more).
+
+    Sampler: ``DefaultSampler`` pads the shards with repeated images when the dataset size is not a multiple
+    of the world size (``round_up=True``, its default), which would count these images twice; the hook
+    therefore sets ``round_up=False`` unless the config sets it (ranks may get unequal shards: there is no
+    collective call per batch). An ``InfiniteSampler`` never ends and is rejected. Use ``shuffle=False``:
+    the order does not bias the sample, but a fixed order makes the run reproducible.
+
+    Model interface (the model may be wrapped, e.g. by DDP; ``.module`` is used):
+
+    * ``model.contrast_loss``: None when the contrastive loss is disabled (the hook logs that and returns),
+      else a module with ``num_classes`` (C), ``num_parts`` (K), ``feat_channels`` (L', channels of E^t),
+      ``in_index`` (which output of ``teacher.extract_feat`` is E^t), ``ignore_index``, the buffers
+      ``prototypes`` (C, K, L') and ``prototypes_ready`` (0-dim bool), and ``set_prototypes_(P)``, which copies
+      a float32 CPU tensor (C, K, L') into the buffer (casting device and dtype) and sets ``prototypes_ready``.
+    * ``model.teacher``: an mmseg segmentor with ``extract_feat(inputs) -> List[Tensor]``.
+    * ``model.data_preprocessor``: a ``SegDataPreProcessor``.
+
+    Example::
+
+        custom_hooks = [
+            dict(type='EMATeacherHook', decay=0.99),
+            dict(type='PrototypeInitHook', max_pixels_per_class=5000,
+                 dataloader=dict(batch_size=1, num_workers=2, sampler=dict(type='DefaultSampler', shuffle=False),
+                                 dataset=dict(type='PascalVOCDataset', ..., ann_file='<labeled split>',
+                                              pipeline=[dict(type='LoadImageFromFile'),
+                                                        dict(type='LoadAnnotations'),
+                                                        dict(type='PackSegInputs')]))),
+        ]
+
+    Args:
+        dataloader: An mmengine dataloader config (or a built ``DataLoader``) over the *labeled* set with a
+            deterministic pipeline (no random crop or flip: the features should describe the images as they
+            are). Required.
+        max_pixels_per_class: Sample size M per class. Memory per rank: C × M × (L' × element size + 8) bytes,
+            e.g. 21 · 5000 · (2048 · 2 + 8) B ≈ 0.43 GB for VOC with ResNet-101 ``layer4`` in float16.
+        storage_dtype: ``'float16'`` (half the memory; fine for post-ReLU features) or ``'float32'``.
+            K-means always runs in float32.
+        seed: The reservoir of rank r uses ``seed + r`` (independent keys per rank, as
+            ``merge_across_ranks`` requires) and every KMeans run ``random_state=seed``; also the dataloader's
+            seed.
+        n_init: K-means++ restarts per class (the lowest-inertia run is kept).
+        max_iter: Maximum Lloyd iterations per K-means run.
+
+    Raises:
+        ValueError: on a missing ``dataloader`` or an out-of-range argument, naming it.
+    """
+
+    priority = 'BELOW_NORMAL'
+
+    def __init__(self, *, dataloader: Optional[Union[Dict, DataLoader]] = None, max_pixels_per_class: int = 5000,
+                 storage_dtype: str = 'float16', seed: int = 0, n_init: int = 10, max_iter: int = 300) -> None:
+        if dataloader is None:
+            raise ValueError('PrototypeInitHook needs the labeled set to cluster: set custom_hooks[...].dataloader '
+                             f'(the entry with type=\'PrototypeInitHook\') to a dataloader config, e.g. '
+                             f'{_DATALOADER_EXAMPLE}.')
+        if not isinstance(dataloader, (dict, DataLoader)):
+            raise ValueError('PrototypeInitHook: custom_hooks[...].dataloader must be a dataloader config dict (or '
+                             f'a DataLoader), got {type(dataloader).__name__}; e.g. {_DATALOADER_EXAMPLE}.')
+        if isinstance(dataloader, dict):
+            dataloader = copy.deepcopy(dataloader)
+            if 'dataset' not in dataloader:
+                raise ValueError('PrototypeInitHook: custom_hooks[...].dataloader has no `dataset`; e.g. '
+                                 f'{_DATALOADER_EXAMPLE}.')
+            sampler = dataloader.get('sampler')
+            if isinstance(sampler, dict):
+                if 'Infinite' in str(sampler.get('type', '')):
+                    raise ValueError(f"PrototypeInitHook: custom_hooks[...].dataloader.sampler.type="
+                                     f"{sampler['type']!r} never ends; use dict(type='DefaultSampler', "
+                                     'shuffle=False).')
+                if sampler.get('type') in ('DefaultSampler', 'mmengine.DefaultSampler'):
+                    sampler.setdefault('round_up', False)  # no image twice (see the class docstring)
+        if storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f'PrototypeInitHook: storage_dtype must be one of {STORAGE_DTYPES}, got '
+                             f'storage_dtype={storage_dtype!r}.')
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f'PrototypeInitHook: seed must be an int >= 0, got seed={seed!r}.')
+        self.dataloader = dataloader
+        self.max_pixels_per_class = _positive_int('max_pixels_per_class', max_pixels_per_class)
+        self.storage_dtype = storage_dtype
+        self.seed = seed
+        self.n_init = _positive_int('n_init', n_init)
+        self.max_iter = _positive_int('max_iter', max_iter)
+        #: The report of ``kmeans_prototypes`` (see there) of the last initialisation, None before.
+        self.report: Optional[Dict] = None
+
+    @staticmethod
+    def _unwrap(runner) -> nn.Module:
+        model = runner.model
+        return model.module if is_model_wrapper(model) else model
+
+    @staticmethod
+    def _contrast_loss(model: nn.Module) -> Optional[nn.Module]:
+        """``model.contrast_loss`` (None when disabled), checked for the attributes the hook reads."""
+        if not hasattr(model, 'contrast_loss'):
+            raise TypeError(f'PrototypeInitHook needs a model with a `contrast_loss` attribute (None when the '
+                            f'contrastive loss is disabled); {type(model).__name__} has none. Remove the hook from '
+                            'custom_hooks for models without a pixel-to-part contrastive loss.')
+        contrast = model.contrast_loss
+        if contrast is None:
+            return None
+        missing = [name for name in _CONTRAST_ATTRIBUTES if not hasattr(contrast, name)]
+        if missing:
+            raise TypeError(f'PrototypeInitHook: model.contrast_loss ({type(contrast).__name__}) lacks '
+                            f'{", ".join(missing)}.')
+        return contrast
+
+    def before_train(self, runner) -> None:
+        """Initialises ``model.contrast_loss``'s prototypes, unless contrast is disabled or P was resumed."""
+        model = self._unwrap(runner)
+        contrast = self._contrast_loss(model)
+        if contrast is None:
+            print_log('PrototypeInitHook: model.contrast_loss is None (contrastive loss disabled): no prototypes to '
+                      'initialise.', logger='current')
+            return
+        if runner.iter > 0:
+            if bool(contrast.prototypes_ready):
+                print_log(f'PrototypeInitHook: resumed at iter {runner.iter}; prototypes come from the checkpoint.',
+                          logger='current')
+                return
+            print_log(f'PrototypeInitHook: resumed at iter {runner.iter} but the checkpoint\'s prototypes are not '
+                      'initialised (prototypes_ready is False); initialising them from the current teacher, which is '
+                      'no longer the ImageNet-initialised encoder.', logger='current', level=logging.WARNING)
+
+        start = time.perf_counter()
+        reservoir, num_images = self.collect_pixels(runner)
+        num_classes, num_parts, dim = reservoir.num_classes, int(contrast.num_parts), reservoir.dim
+        if dist.get_rank() == 0:
+            prototypes, report = kmeans_prototypes(reservoir, num_parts, seed=self.seed, n_init=self.n_init,
+                                                   max_iter=self.max_iter)
+        else:
+            prototypes, report = torch.zeros(num_classes, num_parts, dim), None
+        prototypes = self._broadcast(prototypes)
+        holder = [report]
+        dist.broadcast_object_list(holder, src=0)
+        report = holder[0]
+        contrast.set_prototypes_(prototypes)
+        self.report = report
+        self._log(report, num_images, reservoir, time.perf_counter() - start)
+
+    @staticmethod
+    def _broadcast(prototypes: Tensor) -> Tensor:
+        """Rank 0's ``prototypes`` on every rank, through the backend's device (CUDA for NCCL)."""
+        if dist.get_world_size() == 1:
+            return prototypes
+        buffer = prototypes.to(dist.get_comm_device())
+        dist.broadcast(buffer, src=0)
+        return buffer.cpu()
+
+    @torch.no_grad()
+    def collect_pixels(self, runner) -> Tuple[ClassPixelReservoir, int]:
+        """Steps 1-2 of the class docstring: the merged per-class sample of E^t pixels of the labeled set.
+
+        Args:
+            runner: The runner; ``runner.model`` must follow the interface of the class docstring, with a
+                non-None ``contrast_loss``.
+
+        Returns:
+            ``(reservoir, num_images)``: the reservoir holding the same sample on every rank (features of shape
+            (m_c, L') per class, see :meth:`ClassPixelReservoir.samples`), and the number of images read by all
+            ranks together.
+
+        Raises:
+            ValueError: If E^t has not ``feat_channels`` channels, or ``in_index`` does not name an output of
+                ``teacher.extract_feat``.
+        """
+        model = self._unwrap(runner)
+        contrast = self._contrast_loss(model)
+        if contrast is None:
+            raise ValueError('PrototypeInitHook.collect_pixels: model.contrast_loss is None (contrast disabled).')
+        teacher = getattr(model, 'teacher', None)
+        if not isinstance(teacher, nn.Module) or not hasattr(teacher, 'extract_feat'):
+            raise TypeError(f'PrototypeInitHook needs `model.teacher`, a segmentor with extract_feat(); '
+                            f'{type(model).__name__} has teacher={type(teacher).__name__}.')
+        preprocessor = model.data_preprocessor
+        teacher.eval()
+        dim, in_index = int(contrast.feat_channels), int(contrast.in_index)
+        rank = dist.get_rank()
+        reservoir = ClassPixelReservoir(num_classes=int(contrast.num_classes),
+                                        max_pixels_per_class=self.max_pixels_per_class, dim=dim, seed=self.seed + rank,
+                                        dtype=getattr(torch, self.storage_dtype), device='cpu',
+                                        ignore_index=int(contrast.ignore_index))
+        dataloader = Runner.build_dataloader(self.dataloader, seed=self.seed, diff_rank_seed=False)
+        print_log(f'PrototypeInitHook: collecting E^t (teacher.extract_feat(x)[{in_index}]) pixels of '
+                  f'{len(dataloader.dataset)} labeled images over {dist.get_world_size()} rank(s) into {reservoir}.',
+                  logger='current')
+        progress = ProgressBar(len(dataloader)) if rank == 0 else None
+        num_images = 0
+        for data_batch in dataloader:
+            for group in self._split_by_size(data_batch):
+                data = preprocessor(group, True)
+                outputs = teacher.extract_feat(data['inputs'])
+                feats = self._select(outputs, in_index)
+                if feats.ndim != 4 or feats.shape[1] != dim:
+                    raise ValueError(
+                        f'PrototypeInitHook: E^t = teacher.extract_feat(x)[{in_index}] has shape '
+                        f'{tuple(feats.shape)}, i.e. {feats.shape[1] if feats.ndim == 4 else "?"} channels, but '
+                        f'semi_train_cfg.loss_contrast.feat_channels={dim}. Set feat_channels to the channels of '
+                        f'that backbone output (e.g. 2048 for ResNet-101 layer4), or choose another output with '
+                        f'semi_train_cfg.loss_contrast.in_index (now {in_index}).')
+                gt = torch.stack([sample.gt_sem_seg.data for sample in data['data_samples']])  # (N, 1, H, W)
+                labels = F.interpolate(gt.float(), size=feats.shape[-2:], mode='nearest').squeeze(1).long()
+                reservoir.add(feats, labels)
+                num_images += feats.shape[0]
+            if progress is not None:
+                progress.update()
+        if progress is not None:
+            progress.file.write('\n')
+        del dataloader
+        reservoir.merge_across_ranks()
+        if dist.get_world_size() > 1:
+            total = torch.tensor([num_images], dtype=torch.long, device=dist.get_comm_device())
+            dist.all_reduce(total, op='sum')
+            num_images = int(total.item())
+        return reservoir, num_images
+
+    @staticmethod
+    def _select(outputs, in_index: int) -> Tensor:
+        """``outputs[in_index]`` of ``extract_feat`` (a tensor is taken as its only output)."""
+        if isinstance(outputs, Tensor):
+            outputs = [outputs]
+        if not -len(outputs) <= in_index < len(outputs):
+            raise ValueError(f'PrototypeInitHook: teacher.extract_feat(x) returns {len(outputs)} feature maps, so '
+                             f'semi_train_cfg.loss_contrast.in_index={in_index} names none; use -1 for the last '
+                             'backbone stage.')
+        return outputs[in_index]
+
+    @staticmethod
+    def _split_by_size(data_batch: Dict):
+        """Sub-batches (same dict layout) of the images of ``data_batch`` that share one (H, W), in order."""
+        inputs, samples = data_batch['inputs'], data_batch['data_samples']
+        groups: Dict[tuple, list] = {}
+        for i, image in enumerate(inputs):
+            groups.setdefault(tuple(image.shape[-2:]), []).append(i)
+        for indices in groups.values():
+            yield dict(inputs=[inputs[i] for i in indices], data_samples=[samples[i] for i in indices])
+
+    def _log(self, report: Dict, num_images: int, reservoir: ClassPixelReservoir, seconds: float) -> None:
+        lines = [f'PrototypeInitHook: prototypes ({report["num_classes"]}, {report["num_parts"]}, {reservoir.dim}) '
+                 f'initialised by K-means from {num_images} labeled images in {seconds:.1f} s. Pixels per class '
+                 '(seen / clustered):']
+        for c, entry in enumerate(report['per_class']):
+            lines.append(f'  class {c}: {entry["seen"]} / {entry["sampled"]} ({entry["status"]})')
+        print_log('\n'.join(lines), logger='current')
+        k = report['num_parts']
+        if report['absent']:
+            print_log(f'PrototypeInitHook: classes {report["absent"]} have no labeled pixel; their {k} prototypes '
+                      'are zeros until Eq. 12 moves them.', logger='current', level=logging.WARNING)
+        if report['fewer_than_k']:
+            print_log(f'PrototypeInitHook: classes {report["fewer_than_k"]} have fewer than K={k} sampled pixels; '
+                      'their pixels are repeated to fill K prototypes (raise max_pixels_per_class, or lower '
+                      'num_parts).', logger='current', level=logging.WARNING)
+        for c, entry in enumerate(report['per_class']):
+            for message in entry['warnings']:
+                print_log(f'PrototypeInitHook: K-means of class {c}: {message}', logger='current',
+                          level=logging.WARNING)
