@@ -38,9 +38,11 @@ def run(cmd: List[str], *, cwd: str, timeout: float = 600, env: Optional[Dict[st
 def tiny_data_options(data_root: str, *, semi: bool = False) -> List[str]:
     """``--cfg-options`` that point every dataloader of a tiny config at ``data_root``.
 
-    With ``semi=True`` the training set is the ``[labeled, unlabeled]`` ConcatDataset of the ESL configs.
+    With ``semi=True`` the training set is the ``[labeled, unlabeled]`` ConcatDataset of the ESL configs, and
+    ``custom_hooks[1]`` their ``PrototypeInitHook`` with its labeled-set dataloader.
     """
-    train = ([f'train_dataloader.dataset.datasets.{i}.data_root={data_root}' for i in (0, 1)] if semi
+    train = ([f'train_dataloader.dataset.datasets.{i}.data_root={data_root}' for i in (0, 1)]
+             + [f'custom_hooks.1.dataloader.dataset.data_root={data_root}'] if semi
              else [f'train_dataloader.dataset.data_root={data_root}'])
     return train + [f'{split}_dataloader.dataset.data_root={data_root}' for split in ('val', 'test')]
 

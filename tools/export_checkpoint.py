@@ -2,6 +2,8 @@
 
 The result loads with ``strict=True`` into the wrapped segmentor's plain config (e.g. the
 ``segmentor=...`` of the ESL config), so mmseg's tools, inference APIs and deployment work on it unchanged.
+Training-only parts are left out: the projector head (``projector.*``, used by the contrastive loss only)
+and the wrapper's own state (memory bank, prototypes).
 
 Example:
     python tools/export_checkpoint.py work_dirs/esl/iter_80000.pth esl_teacher.pth --which teacher
@@ -16,9 +18,12 @@ from mmengine.runner.checkpoint import _load_checkpoint
 
 import mmseg_esl  # noqa: F401  (torch >= 2.6 checkpoint loading fix)
 
+#: Submodule of student and teacher that only training needs (the projector P of the contrastive loss).
+TRAINING_ONLY_PREFIX = 'projector.'
+
 
 def export_state_dict(state_dict: Dict[str, torch.Tensor], which: str) -> 'OrderedDict[str, torch.Tensor]':
-    """The ``which.``-prefixed entries of an ESL state dict, with the prefix removed.
+    """The ``which.``-prefixed entries of an ESL state dict, with the prefix removed, without ``projector.*``.
 
     Args:
         state_dict: ``state_dict`` of an ESL checkpoint (keys ``student.*``, ``teacher.*``, ...).
@@ -31,7 +36,8 @@ def export_state_dict(state_dict: Dict[str, torch.Tensor], which: str) -> 'Order
         ValueError: If the state dict has no ``which.`` keys (not an ESL checkpoint).
     """
     prefix = f'{which}.'
-    plain = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items() if k.startswith(prefix))
+    plain = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items()
+                        if k.startswith(prefix) and not k.startswith(prefix + TRAINING_ONLY_PREFIX))
     if not plain:
         raise ValueError(f'No "{prefix}*" weights in this checkpoint: it is not an ESLSegmentor checkpoint '
                          '(a plain mmseg checkpoint needs no export).')

@@ -1,5 +1,5 @@
-# ESL (DSL + CutMix + EMA teacher; the contrastive term lands with the next issue) on the tiny generated
-# dataset, for tests and smoke runs on a CPU:
+# ESL (DSL + CutMix + EMA teacher + pixel-to-part contrast, Eq. 11) on the tiny generated dataset, for tests
+# and smoke runs on a CPU:
 #   python tools/make_tiny_dataset.py --out data/tiny_voc
 #   python tools/train.py configs/esl/tiny_esl_voc.py
 _base_ = [
@@ -17,8 +17,16 @@ model = dict(
     segmentor=_base_.model,
     semi_train_cfg=dict(
         loss_unsup=dict(type='DSLLoss', mode='dsl', eta=0.95, loss_weight=0.2),
-        cutmix=dict(prob=1.0, partner='extra')),
-    semi_test_cfg=dict(predict_on='teacher'))
+        cutmix=dict(prob=1.0, partner='extra'),
+        # E^t = the tiny ResNet-18's last stage (64 channels). Paper's K, ζ, σ, N_s, λ2; a short queue and
+        # embedding for the tiny model.
+        loss_contrast=dict(type='PixelPartContrastLoss', feat_channels=64, num_parts=5, queue_size=16,
+                           loss_weight=0.1)),
+    semi_test_cfg=dict(predict_on='teacher'),
+    projector=dict(type='ProjectorHead', channels=16, out_channels=32))
 optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')
 # Teacher decay 0.99 is U2PL's ema_decay (the paper gives none); see EMATeacherHook.
-custom_hooks = [dict(type='EMATeacherHook', decay=0.99)]
+custom_hooks = [
+    dict(type='EMATeacherHook', decay=0.99),
+    dict(type='PrototypeInitHook', dataloader=_base_.prototype_dataloader, max_pixels_per_class=2000),
+]

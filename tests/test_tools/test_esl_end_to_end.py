@@ -1,5 +1,5 @@
-"""ESL end to end on CPU: train the tiny ESL config, log DSL statistics, evaluate with mmseg's own tools,
-export a plain checkpoint that gives bit-identical logits."""
+"""ESL end to end on CPU: train the tiny ESL config (full Eq. 11), log DSL and contrast statistics, evaluate with
+mmseg's own tools, export a plain checkpoint that gives bit-identical logits."""
 import glob
 import json
 import os.path as osp
@@ -44,17 +44,27 @@ def logged_iterations(work_dir):
 
 
 @pytest.mark.slow
-def test_training_learns_and_logs_dsl_statistics(trained):
+def test_training_learns_and_logs_dsl_and_contrast_statistics(trained):
     records = logged_iterations(trained['work_dir'])
     assert [r['iter'] for r in records] == list(range(1, ITERS + 1))
     for r in records:
         assert r['unsup.loss_dsl'] > 0
         assert 1.0 <= r['unsup.dominant_classes'] <= 4.0 and 0.0 <= r['unsup.multi_dominant'] <= 1.0
         assert 0.0 < r['unsup.teacher_conf'] <= 1.0 and 0.0 <= r['unsup.pseudo_acc'] <= 1.0
-        assert r['loss'] == pytest.approx(r['decode.loss_ce'] + r['unsup.loss_dsl'], rel=1e-3, abs=1e-4)
+        assert 0.0 <= r['contrast.bank_fill'] <= 1.0 and r['contrast.anchors'] >= 0
+        assert -1.0 <= r['contrast.pos_cos'] <= 1.0 and -1.0 <= r['contrast.neg_cos'] <= 1.0
+        # Eq. 11: L = L_CE + λ1·L_SCE + λ2·L_CTR (the weights are inside the logged losses).
+        total = r['decode.loss_ce'] + r['unsup.loss_dsl'] + r['contrast.loss_ctr']
+        assert r['loss'] == pytest.approx(total, rel=1e-3, abs=1e-4)
+    assert records[0]['contrast.anchors'] == 0  # the bank is empty during the first loss (enqueue after it)
+    for r in records[-5:]:  # a zero contrastive term is not a pass
+        assert r['contrast.loss_ctr'] > 0 and r['contrast.anchors'] > 0, r
+    assert records[-1]['contrast.bank_fill'] > records[0]['contrast.bank_fill']
     first = sum(r['loss'] for r in records[:5]) / 5
     last = sum(r['loss'] for r in records[-5:]) / 5
     assert last < first, f'the total loss did not decrease: {first:.4f} -> {last:.4f}'
+    log = open(glob.glob(osp.join(trained['work_dir'], '*', '*.log'))[0]).read()
+    assert re.search(r'PrototypeInitHook.*\d+(\.\d+)? ?s', log), 'the prototype initialisation time is not logged'
 
 
 @pytest.mark.slow
@@ -63,6 +73,10 @@ def test_checkpoint_has_both_networks_and_they_differ(trained):
     student = {k[len('student.'):]: v for k, v in state.items() if k.startswith('student.')}
     teacher = {k[len('teacher.'):]: v for k, v in state.items() if k.startswith('teacher.')}
     assert student.keys() == teacher.keys() and student
+    assert 'projector.proj.weight' in student
+    assert {'contrast_loss.prototypes', 'contrast_loss.prototypes_ready', 'contrast_loss.bank.queues',
+            'contrast_loss.bank.pointers', 'contrast_loss.bank.fill'} <= set(state)
+    assert bool(state['contrast_loss.prototypes_ready']) and state['contrast_loss.bank.fill'].sum() > 0
     assert any(not torch.equal(student[k], teacher[k]) for k in student if student[k].is_floating_point())
 
 

@@ -47,3 +47,18 @@ train_dataloader = dict(
             dict(split_dataset, split_file='ImageSets/Segmentation/unlabeled.txt', with_labels=False,
                  pipeline=unlabeled_pipeline),
         ]))
+# The labeled set, whole images and deterministic, for PrototypeInitHook (K-means prototypes of Eq. 7
+# before training). DefaultSampler shards it across processes.
+prototype_dataloader = dict(
+    batch_size=2,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        split_dataset,
+        split_file='ImageSets/Segmentation/labeled.txt',
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='PackSegInputs', meta_keys=meta_keys),
+        ]))

@@ -1,4 +1,4 @@
-"""Losses. Dynamic Soft Label (Eq. 3-6) and pixel-to-part contrast (Eq. 7-10, 12) land here."""
+"""Losses: Dynamic Soft Label (Eq. 3-6) and pixel-to-part contrast (Eq. 7-10, 12)."""
 from .part_contrast import (
     assign_parts,
     batch_part_means,
@@ -10,11 +10,14 @@ from .part_contrast import (
     part_infonce_from_bank,
     part_weighted_sums,
     sample_anchors,
+    upsampled_masked_average_pool,
 )
+from .pixel_part_contrast_loss import PixelPartContrastLoss
 from .soft_label import DSLLoss, dominant_classes, dynamic_soft_label, hard_label, soft_cross_entropy
 
 __all__ = [
     'DSLLoss',
+    'PixelPartContrastLoss',
     'assign_parts',
     'batch_part_means',
     'class_mean_loss',
@@ -29,4 +32,5 @@ __all__ = [
     'part_weighted_sums',
     'sample_anchors',
     'soft_cross_entropy',
+    'upsampled_masked_average_pool',
 ]

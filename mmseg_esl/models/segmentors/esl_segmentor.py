@@ -3,12 +3,22 @@
 One training step (:meth:`ESLSegmentor.loss`), for a batch laid out by ``SemiSupervisedSampler`` as
 ``[labeled | unlabeled | CutMix partners]``::
 
-    p_t      = softmax(teacher(x_u ∪ x_partner))                  no gradient, fp32            (Eq. 1)
+    p_t, E_t, z_t = teacher(x_l ∪ x_u ∪ x_partner)                no gradient, fp32            (Eq. 1)
     x_mix    = CutMix(x_u, x_partner); p_mix, valid_mix mixed with the same boxes           (§4.1)
-    logits   = student(x_l ∪ x_mix)                               one forward, BN sees both
+    logits, z_s = student(x_l ∪ x_mix)                            one forward, BN sees both
     L_CE     = the student's own decode-head (+ auxiliary) losses on x_l                    (Eq. 2)
     L_SCE    = λ1 · soft-CE(logits_mix, DSL(p_mix)) over valid pixels                  (Eq. 3-6)
-    L        = L_CE + λ1·L_SCE                                    (+ λ2·L_CTR: contrastive issue, Eq. 11)
+    k*       = parts of x_l (labels) and x_u, x_partner (teacher arg-max) from E_t          (Eq. 7)
+    L_CTR    = λ2 · InfoNCE(z_s anchors, bank)  classes, parts and confidences CutMix'd   (Eq. 9-10)
+    L        = L_CE + λ1·L_SCE + λ2·L_CTR                                                   (Eq. 11)
+    then     bank ← MAP(z_t) of the weak views; P ← θ·P + (1-θ)·MAP(E_t)                 (Eq. 8, 12)
+
+All contrastive maps (classes, parts, confidences, anchors) live at the projector's stride τ
+(``loss_contrast.stride``, 4): the labels are nearest-downsampled, the CutMix boxes resized with
+``resize_mask``, the teacher's class and confidence maps nearest-downsampled from full resolution, and
+``E_t`` (stride 8/16) is never upsampled (Eq. 7 upsamples its C·K cosine map, Eq. 12 pools it with the
+transposed interpolation weights). ``semi_train_cfg.loss_contrast.num_parts = 0`` removes the term (Tab. 4,
+K = 0): no projector is built and the teacher skips the labeled images.
 
 The teacher has the same architecture as the student, no gradients, no optimizer state (see
 ``StudentOptimWrapperConstructor``), and stays in ``eval()`` even though mmengine's loop calls
@@ -17,9 +27,11 @@ The teacher has the same architecture as the student, no gradients, no optimizer
 from __future__ import annotations
 
 import copy
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmengine.config import ConfigDict
 from mmseg.models.segmentors import BaseSegmentor
 from mmseg.models.utils import resize
@@ -27,7 +39,8 @@ from mmseg.registry import MODELS
 from mmseg.utils import OptConfigType, OptSampleList, SampleList, add_prefix
 from torch import Tensor
 
-from ..utils.cutmix import cutmix, cutmix_masks, derangement, sample_cutmix_boxes
+from ..decode_heads.projector_head import DecodeFeatureTap
+from ..utils.cutmix import cutmix, cutmix_masks, derangement, resize_mask, sample_cutmix_boxes
 
 #: Defaults of ``semi_train_cfg``; every key can be overridden in the config.
 DEFAULT_SEMI_TRAIN_CFG = dict(
@@ -37,7 +50,14 @@ DEFAULT_SEMI_TRAIN_CFG = dict(
     # partner='extra': partners are the extra images SemiSupervisedSampler adds (works with 1 unlabeled
     # image per GPU); 'batch': a random derangement of the unlabeled images of the batch (needs >= 2).
     cutmix=dict(prob=1.0, area_range=(0.02, 0.4), ratio_range=(0.3, 1 / 0.3), partner='extra'),
+    # Pixel-to-part contrast (Eq. 7-10, 12) with the paper's K = 5, λ2 = 0.1 and the other defaults of
+    # PixelPartContrastLoss. feat_channels (channels of E^t) must be set; num_classes and embed_channels are
+    # filled from the model. num_parts=0 (or loss_contrast=None) disables the term.
+    loss_contrast=dict(type='PixelPartContrastLoss', num_parts=5, loss_weight=0.1),
 )
+
+#: Default projector (U2PL's representation head); ``in_channels`` and ``norm_cfg`` come from the decode head.
+DEFAULT_PROJECTOR = dict(type='ProjectorHead', channels=256, out_channels=512)
 
 
 def merge_semi_train_cfg(cfg: Optional[dict]) -> ConfigDict:
@@ -48,6 +68,8 @@ def merge_semi_train_cfg(cfg: Optional[dict]) -> ConfigDict:
             raise KeyError(f'Unknown semi_train_cfg key {key!r}; known keys: {sorted(merged)}.')
         if key == 'cutmix':
             merged.cutmix.update(value)
+        elif key == 'loss_contrast' and value is not None and value.get('type', merged[key].type) == merged[key].type:
+            merged.loss_contrast.update(value)
         else:
             merged[key] = value
     if merged.cutmix.partner not in ('extra', 'batch'):
@@ -83,8 +105,12 @@ class ESLSegmentor(BaseSegmentor):
         segmentor: Config of the wrapped mmseg segmentor (e.g. ``EncoderDecoder``); student and teacher are
             both built from it. Its ``data_preprocessor`` moves to the wrapper.
         semi_train_cfg: Overrides of :data:`DEFAULT_SEMI_TRAIN_CFG`: ``loss_unsup`` (config of the
-            unlabeled loss, default ``DSLLoss``) and ``cutmix`` (``prob``, ``area_range``, ``ratio_range``,
-            ``partner``).
+            unlabeled loss, default ``DSLLoss``), ``cutmix`` (``prob``, ``area_range``, ``ratio_range``,
+            ``partner``) and ``loss_contrast`` (``PixelPartContrastLoss`` arguments, merged key by key; needs
+            ``feat_channels``; ``num_parts=0`` or ``None`` disables the contrastive term).
+        projector: Config of the projector head P built into student and teacher (as ``.projector``) when the
+            contrastive term is on; default :data:`DEFAULT_PROJECTOR`. Missing ``in_channels`` is the decode
+            head's classifier input channels, missing ``norm_cfg`` the decode head's ``norm_cfg``.
         semi_test_cfg: ``dict(predict_on='teacher' | 'student')``; default teacher (the EMA model).
         data_preprocessor: Overrides the wrapped segmentor's data preprocessor.
         train_cfg: If not None, replaces the wrapped segmentor's ``train_cfg`` (mmseg tools set it).
@@ -94,7 +120,8 @@ class ESLSegmentor(BaseSegmentor):
     """
 
     def __init__(self, *, segmentor: dict, semi_train_cfg: Optional[dict] = None,
-                 semi_test_cfg: Optional[dict] = None, data_preprocessor: OptConfigType = None,
+                 semi_test_cfg: Optional[dict] = None, projector: Optional[dict] = None,
+                 data_preprocessor: OptConfigType = None,
                  train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None,
                  pretrained: Optional[str] = None, init_cfg: OptConfigType = None) -> None:
         segmentor = ConfigDict(copy.deepcopy(segmentor))
@@ -103,16 +130,51 @@ class ESLSegmentor(BaseSegmentor):
             if value is not None:
                 segmentor[key] = value
         super().__init__(data_preprocessor=data_preprocessor or inner_preprocessor, init_cfg=init_cfg)
+        self.semi_train_cfg = merge_semi_train_cfg(semi_train_cfg)
         self.student = MODELS.build(segmentor)
+        self.contrast_loss = self._build_contrast(self.semi_train_cfg.loss_contrast, projector)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
         self.teacher.eval()
+        # Taps on each decode head's classifier input (before dropout) feed the projectors; created after
+        # the deepcopy so that each model feeds its own tap. They capture only inside loss().
+        self._taps: Dict[str, DecodeFeatureTap] = {}
+        if self.contrast_loss is not None:
+            for name in ('student', 'teacher'):
+                self._taps[name] = DecodeFeatureTap(getattr(self, name).decode_head)
+                self._taps[name].enabled = False
 
-        self.semi_train_cfg = merge_semi_train_cfg(semi_train_cfg)
         self.unsup_loss = MODELS.build(self.semi_train_cfg.loss_unsup)
         self.predict_on = (semi_test_cfg or {}).get('predict_on', 'teacher')
         if self.predict_on not in ('teacher', 'student'):
             raise ValueError(f"semi_test_cfg.predict_on must be 'teacher' or 'student', got {self.predict_on!r}.")
+
+    def _build_contrast(self, loss_cfg: Optional[dict], projector: Optional[dict]) -> Optional[torch.nn.Module]:
+        """Builds the contrastive loss and the student's projector, or nothing when K = 0 / ``None``."""
+        if loss_cfg is None or loss_cfg.get('num_parts', 5) == 0:
+            return None
+        loss_cfg = ConfigDict(copy.deepcopy(loss_cfg))
+        if loss_cfg.get('feat_channels') is None:
+            raise ValueError(
+                'semi_train_cfg.loss_contrast.feat_channels is required: the channels of the encoder output E^t '
+                '(teacher.extract_feat(x)[in_index], default the last backbone stage), e.g. 2048 for ResNet-50/101, '
+                '512 for ResNet-18/34. Or set semi_train_cfg.loss_contrast.num_parts=0 to train without the '
+                'pixel-to-part contrastive term.')
+        head = self.student.decode_head
+        conv_seg = getattr(head, 'conv_seg', None)
+        proj_cfg = ConfigDict(copy.deepcopy(projector or DEFAULT_PROJECTOR))
+        if proj_cfg.get('in_channels') is None:
+            if not isinstance(conv_seg, torch.nn.Conv2d):
+                raise ValueError(f'Cannot infer projector.in_channels from {type(head).__name__}, which has no '
+                                 'conv_seg; set projector.in_channels.')
+            proj_cfg.in_channels = conv_seg.in_channels
+        if 'norm_cfg' not in proj_cfg and getattr(head, 'norm_cfg', None) is not None:
+            proj_cfg.norm_cfg = copy.deepcopy(head.norm_cfg)
+        self.student.projector = MODELS.build(proj_cfg)
+        loss_cfg.setdefault('num_classes', self.student.num_classes)
+        loss_cfg.setdefault('embed_channels', self.student.projector.out_channels)
+        loss_cfg.setdefault('ignore_index', getattr(head, 'ignore_index', 255))
+        return MODELS.build(loss_cfg)
 
     # ----------------------------------------------------------------------------------------------------
     # What mmseg's predict/TTA/benchmark read: delegated to the model that predicts.
@@ -217,9 +279,24 @@ class ESLSegmentor(BaseSegmentor):
         """
         with torch.no_grad():
             logits = self.teacher.decode_head.forward(self.teacher.extract_feat(inputs))
-            logits = resize(logits.float(), size=inputs.shape[2:], mode='bilinear',
-                            align_corners=self.teacher.align_corners)
-            return logits.softmax(dim=1)
+            return self._upsampled_probs(logits, inputs.shape[2:])
+
+    def _upsampled_probs(self, logits: Tensor, size: Tuple[int, int]) -> Tensor:
+        logits = resize(logits.float(), size=size, mode='bilinear', align_corners=self.teacher.align_corners)
+        return logits.softmax(dim=1)
+
+    def contrast_size(self, height: int, width: int) -> Tuple[int, int]:
+        """Resolution ``(ceil(H / τ), ceil(W / τ))`` of the contrastive maps (``loss_contrast.stride`` = τ)."""
+        stride = self.contrast_loss.stride
+        return math.ceil(height / stride), math.ceil(width / stride)
+
+    def _embed(self, model: BaseSegmentor, size: Tuple[int, int]) -> Tensor:
+        """``z`` of ``model``'s projector from the features its decode head just fed ``cls_seg``, at ``size``."""
+        name = 'student' if model is self.student else 'teacher'
+        z = model.projector(self._taps[name].pop())
+        if tuple(z.shape[2:]) != tuple(size):
+            z = resize(z, size=size, mode='bilinear', align_corners=model.align_corners)
+        return z
 
     def partner_index(self, num_unlabeled: int, num_partners: int, device: torch.device) -> Tensor:
         """Index of each unlabeled image's partner in ``cat(unlabeled, partners)``."""
@@ -228,26 +305,51 @@ class ESLSegmentor(BaseSegmentor):
         return derangement(num_unlabeled, device=device)
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> Dict[str, Tensor]:
-        """Eq. 11 without the contrastive term: the supervised losses plus λ1·L_SCE, and DSL statistics.
+        """Eq. 11: the supervised losses, λ1·L_SCE and λ2·L_CTR, with pseudo-label and contrast statistics.
 
         Args:
             inputs: Batch ``(B, 3, H, W)`` laid out as ``[labeled | unlabeled | partners]``.
             data_samples: Matching samples (``gt_sem_seg`` on labeled ones; ``is_labeled`` on all).
 
         Returns:
-            mmseg's supervised loss keys (``decode.loss_ce``, ``decode.acc_seg``, ``aux.*``) and
+            mmseg's supervised loss keys (``decode.loss_ce``, ``decode.acc_seg``, ``aux.*``),
             ``unsup.<loss_name>`` plus logged statistics (``unsup.dominant_classes``, ``unsup.multi_dominant``,
-            ``unsup.teacher_conf`` and, when unlabeled ground truth exists, ``unsup.pseudo_acc``).
+            ``unsup.teacher_conf`` and, when unlabeled ground truth exists, ``unsup.pseudo_acc``) and, with the
+            contrastive term, ``contrast.<loss_name>`` (``loss_ctr``), ``contrast.anchors``,
+            ``contrast.bank_fill``, ``contrast.pos_cos`` and ``contrast.neg_cos``.
         """
+        for tap in self._taps.values():
+            tap.enabled = True
+        try:
+            return self._loss(inputs, data_samples)
+        finally:
+            for tap in self._taps.values():
+                tap.enabled = False
+                tap.features = None
+
+    def _loss(self, inputs: Tensor, data_samples: SampleList) -> Dict[str, Tensor]:
         labeled, unlabeled, partners = self.split_batch(data_samples)
+        contrast = self.contrast_loss is not None
         height, width = inputs.shape[2:]
+        num_labeled = len(labeled)
         pool = unlabeled + partners
         pool_samples = [data_samples[i] for i in pool]
+        labeled_samples = [data_samples[i] for i in labeled]
         x_pool = inputs[pool]
 
-        # Teacher on the weak unlabeled images and their partners; CutMix them (Eq. 1, §4.1).
-        probs = self.teacher_probs(x_pool)
+        # Teacher on the weak views (Eq. 1): unlabeled images and partners, plus labeled images for Eq. 7-8.
+        with torch.no_grad():
+            t_inputs = torch.cat([inputs[labeled], x_pool]) if contrast else x_pool
+            t_feats = self.teacher.extract_feat(t_inputs)
+            t_logits = self.teacher.decode_head.forward(t_feats)
+            if contrast:
+                small = self.contrast_size(height, width)
+                z_t = self._embed(self.teacher, small)
+                t_logits = t_logits[num_labeled:]
+            probs = self._upsampled_probs(t_logits, (height, width))
         valid = valid_pixel_masks(pool_samples, height, width, inputs.device)
+
+        # CutMix the unlabeled weak views with their partners (§4.1).
         cfg = self.semi_train_cfg.cutmix
         partner = self.partner_index(len(unlabeled), len(partners), inputs.device)
         boxes, apply = sample_cutmix_boxes(len(unlabeled), height, width, area_range=cfg.area_range,
@@ -258,10 +360,8 @@ class ESLSegmentor(BaseSegmentor):
         x_mix, probs_mix, valid_mix = mixed[:3]
 
         # Student: one forward over labeled and mixed images.
-        num_labeled = len(labeled)
         feats = self.student.extract_feat(torch.cat([inputs[labeled], x_mix]))
         logits = self.student.decode_head.forward(feats)
-        labeled_samples = [data_samples[i] for i in labeled]
         losses = add_prefix(self.student.decode_head.loss_by_feat(logits[:num_labeled], labeled_samples), 'decode')
         if self.student.with_auxiliary_head:
             losses.update(self.student._auxiliary_head_forward_train(
@@ -274,7 +374,65 @@ class ESLSegmentor(BaseSegmentor):
         unsup = {self.unsup_loss.loss_name: self.unsup_loss(logits_mix, probs_mix, valid_mix, pseudo_label=pseudo)}
         unsup.update(self.pseudo_label_stats(probs_mix, pseudo, valid_mix, mixed[3] if len(mixed) > 3 else None))
         losses.update(add_prefix(unsup, 'unsup'))
+
+        if contrast:
+            z_s = self._embed(self.student, small)
+            enc_t = t_feats[self.contrast_loss.in_index]
+            losses.update(add_prefix(
+                self.contrast_step(z_s, z_t, enc_t, labeled_samples, probs, valid, partner, mask), 'contrast'))
         return losses
+
+    def contrast_step(self, z_s: Tensor, z_t: Tensor, enc_t: Tensor, labeled_samples: SampleList, probs: Tensor,
+                      valid: Tensor, partner: Tensor, mask: Tensor) -> Dict[str, Tensor]:
+        """Eq. 7-10 and, after the loss, Eq. 8 into the bank and Eq. 12, at the contrastive resolution (h, w).
+
+        Args:
+            z_s: Student embedding of ``[labeled | mixed]`` ``(N_l + U, L, h, w)``.
+            z_t: Teacher embedding of the weak ``[labeled | unlabeled | partners]`` ``(N_l + P, L, h, w)``.
+            enc_t: Teacher encoder features ``E^t`` of the same weak views ``(N_l + P, L', h', w')``.
+            labeled_samples: Samples of the labeled images (ground truth).
+            probs: Teacher probabilities of the weak pool ``(P, C, H, W)``.
+            valid: Non-padding pixels of the weak pool ``(P, H, W)``.
+            partner: CutMix partner index of each unlabeled image in the pool ``(U,)``.
+            mask: CutMix boxes ``(U, H, W)`` at full resolution.
+
+        Returns:
+            ``loss_ctr`` (λ2·L_CTR) and the statistics of :meth:`PixelPartContrastLoss.forward`.
+        """
+        loss_fn = self.contrast_loss
+        ignore = loss_fn.ignore_index
+        small = tuple(z_s.shape[2:])
+        align = self.teacher.align_corners
+        num_labeled = len(labeled_samples)
+
+        def down(label_map: Tensor) -> Tensor:  # nearest, as mmseg resizes labels
+            return F.interpolate(label_map[:, None].float(), size=small, mode='nearest')[:, 0]
+
+        with torch.no_grad():
+            gt = torch.stack([ds.gt_sem_seg.data[0] for ds in labeled_samples]).to(z_s.device)
+            gt_small = down(gt).long()
+            conf, cls = probs.max(dim=1)
+            cls = torch.where(valid, cls, ignore)
+            conf_small, cls_small = down(conf), down(cls).long()
+            class_map = torch.cat([gt_small, cls_small])  # classes of the weak views: labels | teacher arg-max
+            parts = loss_fn.assign(enc_t, class_map, align_corners=align)  # Eq. 7
+
+            # The student sees [labeled | mixed]: mix the pool's classes, confidences and parts with the same box.
+            cls_mix, conf_mix, part_mix = self._mix([cls_small, conf_small, parts[num_labeled:]], partner,
+                                                    resize_mask(mask, small))
+            anchor_classes = torch.cat([gt_small, cls_mix])
+            anchor_parts = torch.cat([parts[:num_labeled], part_mix])
+            anchor_mask = torch.cat([gt_small != ignore, (cls_mix != ignore) & (conf_mix > loss_fn.conf_thresh)])
+
+        loss, stats = loss_fn(z_s, anchor_classes, anchor_parts, anchor_mask)  # Eq. 9-10
+
+        # After the loss (MoCo order): the bank and the prototypes learn from this batch's weak views.
+        with torch.no_grad():
+            bank_classes = class_map.clone()
+            bank_classes[num_labeled:][conf_small <= loss_fn.unlabeled_part_thresh] = ignore
+            bank_parts = torch.where(bank_classes == ignore, -1, parts)
+            loss_fn.update(z_t, enc_t, bank_classes, bank_parts, align_corners=align)  # Eq. 8, 12
+        return {loss_fn.loss_name: loss, **stats}
 
     @staticmethod
     def _mix(tensors: Sequence[Tensor], partner: Tensor, mask: Tensor) -> List[Tensor]:

@@ -4,7 +4,6 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModule
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
@@ -13,6 +12,7 @@ from torch import nn
 import mmseg_esl  # noqa: F401
 from mmseg_esl.models.segmentors import ESLSegmentor
 from mmseg_esl.models.segmentors import esl_segmentor as esl_module
+from mmseg_esl.testing.stub_segmentor import stub_segmentor_cfg
 
 NUM_CLASSES = 3
 
@@ -24,31 +24,16 @@ def mmseg_scope():
     init_default_scope('mmseg')
 
 
-@MODELS.register_module(force=True)
-class StubBackbone(BaseModule):
-    """A single 1x1 convolution: features = W x + b."""
-
-    def __init__(self, channels: int = 4):
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 1)
-
-    def forward(self, x):
-        return [self.conv(x)]
-
-
-def stub_segmentor_cfg(**decode_overrides):
-    decode_head = dict(type='FCNHead', in_channels=4, channels=4, num_convs=0, concat_input=False,
-                       dropout_ratio=0.0, num_classes=NUM_CLASSES, align_corners=False,
-                       loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0))
-    decode_head.update(decode_overrides)
-    return dict(type='EncoderDecoder', backbone=dict(type='StubBackbone'), decode_head=decode_head,
-                data_preprocessor=dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1]),
-                train_cfg=dict(), test_cfg=dict(mode='whole'))
+def dsl_only(**kwargs) -> ESLSegmentor:
+    """An ESLSegmentor without the contrastive term (K = 0): these tests check Eq. 1-6 by hand."""
+    semi_train_cfg = dict(kwargs.pop('semi_train_cfg', {}))
+    semi_train_cfg.setdefault('loss_contrast', dict(num_parts=0))
+    return ESLSegmentor(segmentor=stub_segmentor_cfg(), semi_train_cfg=semi_train_cfg, **kwargs)
 
 
 def build_model(**kwargs) -> ESLSegmentor:
     torch.manual_seed(0)
-    model = ESLSegmentor(segmentor=stub_segmentor_cfg(), **kwargs)
+    model = dsl_only(**kwargs)
     model.init_weights()
     # A teacher that differs from the student, as after some EMA steps.
     with torch.no_grad():
@@ -167,7 +152,7 @@ def test_unlabeled_ground_truth_never_changes_the_loss(fixed_box):
 
 
 def test_pseudo_label_statistics_by_hand(fixed_box):
-    model = ESLSegmentor(segmentor=stub_segmentor_cfg())
+    model = dsl_only()
     probs = torch.tensor([[.6, .3, .1], [.34, .33, .33], [.97, .02, .01]]).T.reshape(1, 3, 3, 1)
     pseudo = model.unsup_loss.pseudo_label(probs)
     valid = torch.tensor([True, True, False]).reshape(1, 3, 1)
@@ -202,7 +187,7 @@ def test_teacher_stays_in_eval_mode():
 
 
 def test_init_weights_starts_teacher_as_student():
-    model = ESLSegmentor(segmentor=stub_segmentor_cfg())
+    model = dsl_only()
     model.init_weights()
     for (name, s), (_, t) in zip(model.student.state_dict().items(), model.teacher.state_dict().items()):
         assert torch.equal(s, t), name
@@ -211,13 +196,13 @@ def test_init_weights_starts_teacher_as_student():
 def test_plain_checkpoint_loads_into_student_and_teacher():
     plain = MODELS.build(stub_segmentor_cfg())
     plain.init_weights()
-    model = ESLSegmentor(segmentor=stub_segmentor_cfg())
+    model = dsl_only()
     model.load_state_dict(plain.state_dict(), strict=True)
     for name, value in plain.state_dict().items():
         assert torch.equal(model.student.state_dict()[name], value)
         assert torch.equal(model.teacher.state_dict()[name], value)
     # An ESL checkpoint loads as it is.
-    copy_model = ESLSegmentor(segmentor=stub_segmentor_cfg())
+    copy_model = dsl_only()
     copy_model.load_state_dict(copy.deepcopy(model.state_dict()), strict=True)
 
 
@@ -253,7 +238,7 @@ def test_badly_laid_out_batches_are_explained(fixed_box):
 ])
 def test_bad_config_is_explained(kwargs, message):
     with pytest.raises((KeyError, ValueError), match=message):
-        ESLSegmentor(segmentor=stub_segmentor_cfg(), **kwargs)
+        dsl_only(**kwargs)
 
 
 def test_student_optim_wrapper_holds_student_parameters_only():
