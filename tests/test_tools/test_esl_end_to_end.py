@@ -63,6 +63,11 @@ def test_training_learns_and_logs_dsl_and_contrast_statistics(trained):
     first = sum(r['loss'] for r in records[:5]) / 5
     last = sum(r['loss'] for r in records[-5:]) / 5
     assert last < first, f'the total loss did not decrease: {first:.4f} -> {last:.4f}'
+    # λ2·L_CTR grows from 0 while the bank fills (more classes have anchors), so the total falls by less than
+    # the supervised term does; that term must fall clearly.
+    ce_first = sum(r['decode.loss_ce'] for r in records[:5]) / 5
+    ce_last = sum(r['decode.loss_ce'] for r in records[-5:]) / 5
+    assert ce_last < 0.9 * ce_first, f'L_CE did not decrease: {ce_first:.4f} -> {ce_last:.4f}'
     log = open(glob.glob(osp.join(trained['work_dir'], '*', '*.log'))[0]).read()
     assert re.search(r'PrototypeInitHook.*\d+(\.\d+)? ?s', log), 'the prototype initialisation time is not logged'
 
@@ -78,6 +83,25 @@ def test_checkpoint_has_both_networks_and_they_differ(trained):
             'contrast_loss.bank.pointers', 'contrast_loss.bank.fill'} <= set(state)
     assert bool(state['contrast_loss.prototypes_ready']) and state['contrast_loss.bank.fill'].sum() > 0
     assert any(not torch.equal(student[k], teacher[k]) for k in student if student[k].is_floating_point())
+
+
+@pytest.mark.slow
+def test_resume_restores_bank_and_prototypes_instead_of_reinitialising(trained, tmp_path):
+    work_dir = str(tmp_path / 'resumed')
+    proc = run([sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), ESL_CONFIG, '--work-dir', work_dir,
+                '--resume', trained['checkpoint'], '--cfg-options', *tiny_data_options(trained['data'], semi=True),
+                f'train_cfg.max_iters={ITERS + 2}', f'train_cfg.val_interval={ITERS + 2}',
+                f'default_hooks.checkpoint.interval={ITERS + 2}', f'param_scheduler.0.end={ITERS + 2}'],
+               cwd=str(trained['root']))
+    assert f'PrototypeInitHook: resumed at iter {ITERS}; prototypes come from the checkpoint' in proc.stdout
+    assert 'initialised by K-means' not in proc.stdout
+    before = _load_checkpoint(trained['checkpoint'], map_location='cpu')['state_dict']
+    records = logged_iterations(work_dir)
+    assert [r['iter'] for r in records] == [ITERS + 1, ITERS + 2]
+    # The bank came back with the checkpoint: the first resumed iteration already has anchors with positives.
+    fill = before['contrast_loss.bank.fill'].sum().item() / before['contrast_loss.bank.queues'].shape[:2].numel()
+    assert records[0]['contrast.bank_fill'] == pytest.approx(fill, abs=1e-4)
+    assert records[0]['contrast.anchors'] > 0 and records[0]['contrast.loss_ctr'] > 0
 
 
 @pytest.mark.slow
