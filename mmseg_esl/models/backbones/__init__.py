@@ -1,1 +1,4 @@
-"""Backbones not provided by mmseg (the offline EfficientNet-Lite0 of the demo issue lands here)."""
+"""Backbones not provided by mmseg: EfficientNet-Lite with offline ImageNet weights (the demo's encoder)."""
+from .efficientnet_lite import EfficientNetLite, convert_efficientnet_pytorch_keys
+
+__all__ = ['EfficientNetLite', 'convert_efficientnet_pytorch_keys']
