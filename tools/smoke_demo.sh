@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Foundation smoke demo (the README's main job until the ESL demo lands): generates the tiny dataset, trains
+# Smoke run (`make smoke`): generates the tiny dataset, trains
 # the tiny supervised config with tools/train.py, resumes it, and evaluates it with mmseg's *own*
 # tools/test.py, printing the mIoU. No downloads; a couple of minutes on 2 CPU cores.
 set -euo pipefail
