@@ -1,7 +1,8 @@
 """Test (and evaluate) a segmentor with mmseg-esl (same command line as mmseg's ``tools/test.py``).
 
-Differences from mmseg's script, all additive: ``--launcher pytorch`` also works without CUDA (gloo), and
-``mmseg_esl`` is imported even if the config forgets ``custom_imports``.
+Differences from mmseg's script, all additive: ``--launcher pytorch`` also works without CUDA (gloo),
+``mmseg_esl`` is imported even if the config forgets ``custom_imports``, and without CUDA SyncBN norm configs
+become BN with a warning (``mmseg_esl.utils.convert_sync_bn_cfg``).
 
 Examples:
     python tools/test.py CONFIG CHECKPOINT
@@ -11,11 +12,12 @@ Examples:
 import argparse
 import os
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmseg_esl  # noqa: F401  (compat fixes and registrations)
-from mmseg_esl.utils import load_tool_config, setup_cpu_distributed
+from mmseg_esl.utils import convert_sync_bn_cfg, load_tool_config, setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,6 +62,8 @@ def main() -> None:
     args = parse_args()
     cfg = load_tool_config(args.config, launcher=args.launcher, cfg_options=args.cfg_options,
                            work_dir=args.work_dir)
+    if not torch.cuda.is_available():  # the paper configs use SyncBN, which needs CUDA
+        convert_sync_bn_cfg(cfg)
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:

@@ -3,7 +3,9 @@
 Differences from mmseg's script, all additive:
   * ``--resume`` optionally takes a checkpoint path (bare ``--resume`` resumes from the work dir's latest);
   * ``--launcher pytorch`` also works on machines without CUDA (gloo), see ``mmseg_esl.utils.launch``;
-  * ``mmseg_esl`` is imported even if the config forgets ``custom_imports``.
+  * ``mmseg_esl`` is imported even if the config forgets ``custom_imports``;
+  * without CUDA, SyncBN norm configs become BN with a warning (``mmseg_esl.utils.convert_sync_bn_cfg``), so
+    the paper configs run in a CPU smoke test.
 
 Examples:
     python tools/train.py configs/esl/esl_r101_voc_1-8.py
@@ -13,13 +15,14 @@ Examples:
 import argparse
 import os
 
+import torch
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 import mmseg_esl  # noqa: F401  (compat fixes and registrations)
-from mmseg_esl.utils import load_tool_config, setup_cpu_distributed
+from mmseg_esl.utils import convert_sync_bn_cfg, load_tool_config, setup_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,6 +49,8 @@ def main() -> None:
     args = parse_args()
     cfg = load_tool_config(args.config, launcher=args.launcher, cfg_options=args.cfg_options,
                            work_dir=args.work_dir)
+    if not torch.cuda.is_available():  # the paper configs use SyncBN, which needs CUDA
+        convert_sync_bn_cfg(cfg)
 
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')

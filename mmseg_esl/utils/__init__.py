@@ -1,4 +1,5 @@
 """Utilities shared by tools and components."""
 from .launch import load_tool_config, setup_cpu_distributed
+from .sync_bn import convert_sync_bn_cfg
 
-__all__ = ['load_tool_config', 'setup_cpu_distributed']
+__all__ = ['convert_sync_bn_cfg', 'load_tool_config', 'setup_cpu_distributed']

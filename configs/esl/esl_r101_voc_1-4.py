@@ -1,0 +1,24 @@
+# ESL, classic Pascal VOC 2012, 1/4 partition (366 labeled): Table 1 (a), paper mIoU 78.14.
+# Labeled: 366 of the 1,464 finely annotated train images; unlabeled: the other 10,582 - 366 = 10,216
+# train_aug images. Split: U2PL data/splits/pascal/366/ (identical to UniMatch splits/pascal/366/).
+# Iterations: 80 epochs x 10,216 unlabeled images / 8 unlabeled per iteration = 102,160 (one epoch = one
+# pass over the unlabeled set, U2PL's convention).
+# Batch: 8 labeled + 8 unlabeled images per iteration in total = per GPU 1 labeled + 1 unlabeled (+ 1 CutMix
+# partner) on 8 GPUs with SyncBN:
+#   tools/dist_train.sh configs/esl/esl_r101_voc_1-4.py 8
+# On G < 8 GPUs keep the total: per GPU 8/G + 8/G, e.g. on 4 GPUs --cfg-options train_dataloader.batch_size=6
+#   train_dataloader.sampler.num_labeled=2 train_dataloader.sampler.num_unlabeled=2 (README "Paper configs").
+_base_ = ['../_base_/experiments/esl_r101_voc.py']
+labeled = dict(_base_.labeled_set, split_file='splits/u2pl/pascal/366/labeled.txt')
+unlabeled = dict(_base_.unlabeled_set, split_file='splits/u2pl/pascal/366/unlabeled.txt')
+train_dataloader = dict(
+    batch_size=3,  # per GPU: 1 labeled + 1 unlabeled + 1 CutMix partner
+    sampler=dict(num_labeled=1, num_unlabeled=1),
+    dataset=dict(datasets=[labeled, unlabeled]))
+# K-means prototypes (§3.3) from the same labeled images.
+custom_hooks = [
+    _base_.ema_teacher_hook,
+    dict(_base_.prototype_init_hook,
+         dataloader=dict(_base_.prototype_dataloader, dataset=dict(labeled, pipeline=_base_.prototype_pipeline))),
+]
+train_cfg = dict(max_iters=102160)

@@ -1,0 +1,24 @@
+# ESL, classic Pascal VOC 2012, full partition (1464 labeled): Table 1 (a), paper mIoU 81.77.
+# Labeled: 1464 of the 1,464 finely annotated train images; unlabeled: the other 10,582 - 1464 = 9,118
+# train_aug images. Split: U2PL data/splits/pascal/1464/ (identical to UniMatch splits/pascal/1464/).
+# Iterations: 80 epochs x 9,118 unlabeled images / 8 unlabeled per iteration = 91,180 (one epoch = one
+# pass over the unlabeled set, U2PL's convention).
+# Batch: 8 labeled + 8 unlabeled images per iteration in total = per GPU 1 labeled + 1 unlabeled (+ 1 CutMix
+# partner) on 8 GPUs with SyncBN:
+#   tools/dist_train.sh configs/esl/esl_r101_voc_full.py 8
+# On G < 8 GPUs keep the total: per GPU 8/G + 8/G, e.g. on 4 GPUs --cfg-options train_dataloader.batch_size=6
+#   train_dataloader.sampler.num_labeled=2 train_dataloader.sampler.num_unlabeled=2 (README "Paper configs").
+_base_ = ['../_base_/experiments/esl_r101_voc.py']
+labeled = dict(_base_.labeled_set, split_file='splits/u2pl/pascal/1464/labeled.txt')
+unlabeled = dict(_base_.unlabeled_set, split_file='splits/u2pl/pascal/1464/unlabeled.txt')
+train_dataloader = dict(
+    batch_size=3,  # per GPU: 1 labeled + 1 unlabeled + 1 CutMix partner
+    sampler=dict(num_labeled=1, num_unlabeled=1),
+    dataset=dict(datasets=[labeled, unlabeled]))
+# K-means prototypes (§3.3) from the same labeled images.
+custom_hooks = [
+    _base_.ema_teacher_hook,
+    dict(_base_.prototype_init_hook,
+         dataloader=dict(_base_.prototype_dataloader, dataset=dict(labeled, pipeline=_base_.prototype_pipeline))),
+]
+train_cfg = dict(max_iters=91180)
