@@ -29,16 +29,27 @@ Paper defaults: ``zeta = 0.95``, 10 % anchors per class, ``N_s = 255`` negatives
 Conventions: feature maps are ``(N, L, H, W)`` (channels in dim 1); class and part maps are long ``(N, H, W)``
 at the *same* resolution as the features they index (nothing here resizes: the caller resizes the label or
 the features first, as the paper does before MAP); part index -1 means "no part". Flat pixel indices index
-``class_map.reshape(-1)``, i.e. ``n * H * W + y * W + x``. Similarities and losses are computed in fp32
-whatever the input dtype. Everything is device-agnostic and vectorised, without Python loops over pixels,
-anchors, classes, parts or queue entries (:func:`part_infonce_from_bank` loops over chunks of anchors only).
-Checks of index values cost one host-device synchronisation each.
+``class_map.reshape(-1)``, i.e. ``n * H * W + y * W + x``. Everything is device-agnostic and vectorised,
+without Python loops over pixels, anchors, classes, parts or queue entries; the only loops run over chunks of
+anchors (:func:`part_infonce_from_bank`) or of images (:func:`assign_parts`, the two MAPs), so that no
+temporary exceeds :data:`CHUNK_ELEMENTS` elements per image chunk (e.g. an fp32 copy of a half-precision
+``E^t`` is made one chunk at a time, never for the whole batch). Checks of index values cost one host-device
+synchronisation each.
+
+**Precision, also under AMP.** Similarities, means and losses are computed in fp32 whatever the input dtype,
+with ``torch.autocast`` switched off inside (an autocast region would otherwise run the einsums and matmuls in
+fp16/bf16: the pixel sums of Eq. 8/12 overflow fp16 for raw features, and bf16 flips about 0.4 % of the parts of
+Eq. 7). One deliberate exception: under autocast, the anchor x bank matmul of :func:`part_infonce_from_bank`
+runs in the autocast dtype (fp32 accumulation), since it is the one large matmul of the contrastive term and
+its operands are unit vectors (cosines in [-1, 1] cannot overflow; their error is about 1e-3 in fp16, 4e-3 in
+bf16); its logits, log-sum-exp and result are fp32.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Optional, Tuple, Union
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -61,10 +72,49 @@ __all__ = [
 #: Reductions of :func:`class_mean_loss`.
 REDUCTIONS: Tuple[str, ...] = ('paper', 'present')
 
+#: Upper bound on the elements of one chunk's temporaries in :func:`assign_parts`, :func:`masked_average_pool`
+#: and :func:`upsampled_masked_average_pool` (128 MiB in fp32); they process as many images at a time as fit
+#: (at least one).
+CHUNK_ELEMENTS: int = 2**25
+
+#: Device types on which ``torch.autocast`` exists.
+_AUTOCAST_DEVICES: Tuple[str, ...] = ('cuda', 'cpu', 'xpu', 'mps', 'hpu')
+
 #: A product ``ratio * count`` within this distance of an integer counts as that integer in
 #: :func:`sample_anchors`, so that 10 % of 30 pixels is 3 anchors and not 4 (``0.1 * 30`` is
 #: ``3.0000000000000004`` in floating point). Far above the float64 rounding of the product for any pixel count.
 QUOTA_ATOL: float = 1e-6
+
+
+# ------------------------------------------------------------------------------------------- precision, chunks
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype of the enclosing ``torch.autocast`` region on ``device_type``, or None outside one."""
+    if device_type not in _AUTOCAST_DEVICES:
+        return None
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: separate CUDA / CPU functions
+        enabled = torch.is_autocast_cpu_enabled() if device_type == 'cpu' else torch.is_autocast_enabled()
+    if not enabled:
+        return None
+    try:
+        return torch.get_autocast_dtype(device_type)
+    except AttributeError:  # torch < 2.4
+        return torch.get_autocast_cpu_dtype() if device_type == 'cpu' else torch.get_autocast_gpu_dtype()
+
+
+def no_autocast(device_type: str) -> ContextManager:
+    """A context in which ops on ``device_type`` run in the dtype of their inputs (autocast switched off)."""
+    if device_type not in _AUTOCAST_DEVICES:
+        return nullcontext()
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
+def _images_per_chunk(elements_per_image: int) -> int:
+    """How many images fit into :data:`CHUNK_ELEMENTS` given the temporaries of one image (at least one)."""
+    return max(1, CHUNK_ELEMENTS // max(1, elements_per_image))
 
 
 # --------------------------------------------------------------------------------------------- argument checks
@@ -139,9 +189,10 @@ def assign_parts(feats: Tensor,
     """The part (subclass) index ``k*`` of each pixel, Eq. 7.
 
     ``k*_j = argmax_k cos(feats_j, prototypes[c*_j, k])`` where ``c*_j = class_map_j``. One einsum gives the
-    similarities to all ``C * K`` prototypes, shape (N, C * K, h, w) in fp32 (e.g. 56 MB for N = 8,
-    C * K = 21 * 5, 129 x 129); the ``K`` values of the pixel's own class are then gathered and arg-maxed.
-    Ties (e.g. an all-zero feature) go to the lowest ``k``. Runs without autograd (the result is an index).
+    similarities to all ``C * K`` prototypes, shape (n, C * K, h, w) in fp32 for a chunk of n images (as many
+    as fit into :data:`CHUNK_ELEMENTS`); the ``K`` values of the pixel's own class are then gathered and
+    arg-maxed. Ties (e.g. an all-zero feature) go to the lowest ``k``. Runs without autograd (the result is an
+    index) and in fp32 also inside an autocast region.
 
     **Resolution.** ``class_map`` sets the resolution of the result. If it equals that of ``feats``, only the
     prototypes are normalised (``||feats_j||`` does not depend on ``k``). If it differs (ESL computes Eq. 7 at
@@ -189,19 +240,25 @@ def assign_parts(feats: Tensor,
 
     n, _, h, w = feats.shape
     out_h, out_w = class_map.shape[1:]
-    with torch.no_grad():
-        protos = F.normalize(prototypes.detach().float(), dim=-1).to(feats.device)
-        flat_feats = feats.detach().float()
-        sims = torch.einsum('nlhw,ql->nqhw', flat_feats, protos.reshape(num_classes * num_parts, dim))
-        if (out_h, out_w) != (h, w):
-            norms = flat_feats.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (N, 1, h, w): cosines, then resize
-            sims = F.interpolate(sims / norms, size=(out_h, out_w), mode='bilinear', align_corners=align_corners)
-        sims = sims.reshape(n, num_classes, num_parts, out_h, out_w)
-        classes = torch.where(labelled, class_map, 0).long().to(feats.device)  # any class where ignored
-        index = classes.reshape(n, 1, 1, out_h, out_w).expand(n, 1, num_parts, out_h, out_w)
-        own_class = sims.gather(1, index).squeeze(1)  # (N, K, H, W)
-        parts = own_class.argmax(dim=1)
-        return torch.where(labelled.to(feats.device), parts, -1)
+    device = feats.device
+    resize = (out_h, out_w) != (h, w)
+    with torch.no_grad(), no_autocast(device.type):
+        protos = F.normalize(prototypes.detach().float(), dim=-1).to(device)
+        protos = protos.reshape(num_classes * num_parts, dim)
+        classes = torch.where(labelled, class_map, 0).long().to(device)  # any class where ignored
+        parts = torch.empty((n, out_h, out_w), dtype=torch.long, device=device)
+        step = _images_per_chunk(max(dim * h * w, num_classes * num_parts * out_h * out_w))
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            chunk = feats[start:stop].detach().float()  # a copy only for non-fp32 features, one chunk at a time
+            sims = torch.einsum('nlhw,ql->nqhw', chunk, protos)
+            if resize:
+                norms = chunk.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (n, 1, h, w): cosines, then resize
+                sims = F.interpolate(sims / norms, size=(out_h, out_w), mode='bilinear', align_corners=align_corners)
+            sims = sims.reshape(stop - start, num_classes, num_parts, out_h, out_w)
+            index = classes[start:stop].reshape(stop - start, 1, 1, out_h, out_w).expand(-1, 1, num_parts, -1, -1)
+            parts[start:stop] = sims.gather(1, index).squeeze(1).argmax(dim=1)  # (n, K, H, W) -> (n, H, W)
+        return torch.where(labelled.to(device), parts, -1)
 
 
 def masked_average_pool(feats: Tensor,
@@ -217,8 +274,9 @@ def masked_average_pool(feats: Tensor,
     with class ``c`` and part ``k``. Pixels whose class is ``ignore_index`` or whose part is -1 contribute to
     nothing. A part absent from an image has count 0 and mean 0 (never NaN). The sums are one ``scatter_add``
     into ``C * K + 1`` bins per image (the last one collects the excluded pixels and is dropped), so the extra
-    memory is that of the (N, L, C * K + 1) output; the feature map is neither copied (for fp32 input) nor
-    permuted. Differentiable with respect to ``feats`` (ESL pools teacher features, which carry no gradient).
+    memory is that of the (N, L, C * K + 1) output; the feature map is not permuted, and copied to fp32 only if
+    it is in another dtype, one chunk of images (:data:`CHUNK_ELEMENTS`) at a time. Differentiable with respect
+    to ``feats`` (ESL pools teacher features, which carry no gradient).
 
     Args:
         feats: Features, shape (N, L, H, W) (``z^t`` for the memory bank, ``E^t(x)`` for Eq. 12), any floating
@@ -260,8 +318,13 @@ def masked_average_pool(feats: Tensor,
     num_bins = num_classes * num_parts
     pooled = labelled & (part_map >= 0)
     bins = torch.where(pooled, class_map.long() * num_parts + part_map.long(), num_bins).reshape(n, 1, h * w)
-    sums = feats.new_zeros((n, dim, num_bins + 1), dtype=torch.float32)
-    sums = sums.scatter_add(2, bins.expand(n, dim, h * w), feats.float().reshape(n, dim, h * w))
+    step = _images_per_chunk(dim * h * w)  # an fp32 copy of half-precision features, one chunk at a time
+    chunks = []
+    for start in range(0, n, step):
+        chunk = feats[start:start + step].float().reshape(-1, dim, h * w)
+        zeros = chunk.new_zeros((chunk.shape[0], dim, num_bins + 1))
+        chunks.append(zeros.scatter_add(2, bins[start:start + step].expand(-1, dim, h * w), chunk))
+    sums = torch.cat(chunks)
     offsets = torch.arange(n, device=feats.device).reshape(n, 1) * (num_bins + 1)
     counts = torch.bincount((bins.reshape(n, h * w) + offsets).reshape(-1), minlength=n * (num_bins + 1))
     counts = counts.reshape(n, num_bins + 1)[:, :num_bins]
@@ -283,7 +346,8 @@ def upsampled_masked_average_pool(feats: Tensor,
                                   num_parts: int,
                                   *,
                                   align_corners: bool = False,
-                                  ignore_index: int = 255) -> Tuple[Tensor, Tensor]:
+                                  ignore_index: int = 255,
+                                  normalize: bool = False) -> Tuple[Tensor, Tensor]:
     """Eq. 8 on features bilinearly resized to the maps' resolution, without building the resized features.
 
     Equals ``masked_average_pool(resize(feats, class_map.shape[1:], 'bilinear'), class_map, part_map, C, K)``.
@@ -293,7 +357,9 @@ def upsampled_masked_average_pool(feats: Tensor,
     ``up(E) = A_h E A_w^T``, so ``sum_j M_j up(E)_j = sum_i (A_h^T M A_w)_i E_i``: the one-hot masks (N, C·K,
     H, W) are brought *down* to the features' (h, w) by the transposed interpolation matrices and contracted
     with the features there. The pixel counts are those of the masks (interpolation weights sum to 1). Memory:
-    the (N, C·K, H, W) fp32 masks (e.g. 24 images x 105 x 129² ≈ 170 MB), never the resized features.
+    the (n, C·K, H, W) fp32 masks and an fp32 (and, with ``normalize``, L2-normalised) copy of the features for
+    a chunk of n images at a time (:data:`CHUNK_ELEMENTS`), never the resized features nor a normalised copy
+    of the whole batch (1.7 GB for 24 fp16 ``E^t`` of ResNet-101 at 65²). fp32 also inside an autocast region.
 
     Args:
         feats: Features, shape (N, L, h, w), any floating dtype (fp32 internally). Differentiable.
@@ -303,6 +369,9 @@ def upsampled_masked_average_pool(feats: Tensor,
         num_parts: K, >= 1.
         align_corners: ``align_corners`` of the bilinear resize being emulated (use the model's).
         ignore_index: Class value of excluded pixels; must not be in [0, C).
+        normalize: L2-normalise every pixel of ``feats`` (over L, as ``F.normalize(feats, dim=1)``) before the
+            resize; the means are then those of ``resize(normalize(feats))`` (Eq. 12 of
+            :class:`PixelPartContrastLoss` with ``normalize_prototype_feats=True``).
 
     Returns:
         ``(means, counts)``: fp32 (N, C, K, L) and long (N, C, K), as :func:`masked_average_pool`.
@@ -335,15 +404,26 @@ def upsampled_masked_average_pool(feats: Tensor,
     device = feats.device
     pooled = (labelled & (part_map >= 0)).to(device)
     bins = torch.where(pooled, class_map.long().to(device) * num_parts + part_map.long().to(device), num_bins)
-    masks = torch.zeros(n, num_bins + 1, out_h * out_w, device=device)
-    masks.scatter_(1, bins.reshape(n, 1, -1), 1.0)
-    masks = masks[:, :num_bins].reshape(n, num_bins, out_h, out_w)
-    counts = masks.sum(dim=(2, 3)).round().long()
-    rows = _linear_weights(out_h, h, align_corners, device)  # (H, h)
-    cols = _linear_weights(out_w, w, align_corners, device)  # (W, w)
-    weights = torch.einsum('Yy,nqYX,Xx->nqyx', rows, masks, cols).reshape(n, num_bins, h * w)
-    sums = torch.bmm(weights, feats.float().reshape(n, dim, h * w).transpose(1, 2))  # (N, C·K, L)
-    means = sums / counts.clamp_min(1).unsqueeze(-1).float()
+    offsets = torch.arange(n, device=device).reshape(n, 1) * (num_bins + 1)
+    counts = torch.bincount((bins.reshape(n, -1) + offsets).reshape(-1), minlength=n * (num_bins + 1))
+    counts = counts.reshape(n, num_bins + 1)[:, :num_bins]
+    sums = []
+    with no_autocast(device.type):  # fp32 sums: fp16 overflows on raw features, bf16 loses 3 digits
+        rows = _linear_weights(out_h, h, align_corners, device)  # (H, h)
+        cols = _linear_weights(out_w, w, align_corners, device)  # (W, w)
+        step = _images_per_chunk(max((num_bins + 1) * out_h * out_w, dim * h * w))
+        for start in range(0, n, step):
+            chunk_bins = bins[start:start + step]
+            size = chunk_bins.shape[0]
+            masks = torch.zeros(size, num_bins + 1, out_h * out_w, device=device)
+            masks.scatter_(1, chunk_bins.reshape(size, 1, -1), 1.0)
+            masks = masks[:, :num_bins].reshape(size, num_bins, out_h, out_w)
+            weights = torch.einsum('Yy,nqYX,Xx->nqyx', rows, masks, cols).reshape(size, num_bins, h * w)
+            chunk = feats[start:start + step].float().reshape(size, dim, h * w)  # copied only if not fp32
+            if normalize:
+                chunk = F.normalize(chunk, dim=1)
+            sums.append(torch.bmm(weights, chunk.transpose(1, 2)))  # (n, C·K, L)
+    means = torch.cat(sums) / counts.clamp_min(1).unsqueeze(-1).float()
     return means.reshape(n, num_classes, num_parts, dim), counts.reshape(n, num_classes, num_parts)
 
 
@@ -499,22 +579,65 @@ def part_infonce(anchors: Tensor, positives: Tensor, negatives: Tensor, temperat
     return torch.logsumexp(logits, dim=1) - logits[:, 0]
 
 
+class _GatheredBankCosines(torch.autograd.Function):
+    """``cos[a, j] = <u_a, keys[:, columns[a, j]]>``, chunk by chunk, keeping no (A, Q) tensor for the backward.
+
+    Plain autograd on ``(u @ keys).gather(1, columns)`` saves every chunk's (chunk, Q) similarity matrix, because
+    the backward of ``gather`` keeps the tensor it gathered from: A x Q values in all, 2.8 GB at ESL's paper
+    scale (A ≈ 26k anchors, Q = 26,880 bank entries, fp32) on top of the step's peak memory (measured on an
+    H100, docs/benchmarks.md). The cosines are linear in ``u``, so the backward needs only ``keys`` and
+    ``columns``: ``grad_u[a] = sum_j grad_cos[a, j] * keys[:, columns[a, j]]``, a weighted sum of bank rows,
+    which one ``embedding_bag`` computes in a single pass: ``A x (1 + N_s) x L`` multiply-adds instead of the
+    ``A x Q x L`` of ``scatter(grad_cos -> (chunk, Q)) @ keys^T`` (105 times fewer at the paper's Q = 26,880 and
+    N_s = 255), and no (chunk, Q) gradient in memory (5-9 times faster than that matmul on a CPU; memory-bound
+    on a GPU, 13.6 GB of fp32 bank rows read at paper scale against 0.7 TFLOP for the matmul). The only saved
+    tensors are ``keys`` (already alive: the normalised bank) and the (A, 1 + N_s) ``columns``.
+    """
+
+    @staticmethod
+    def forward(ctx, unit: Tensor, keys: Tensor, columns: Tensor, chunk_size: int) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(keys, columns)
+        ctx.chunk_size = chunk_size
+        ctx.unit_dtype = unit.dtype
+        out = [(unit[start:start + chunk_size] @ keys).gather(1, columns[start:start + chunk_size]).float()
+               for start in range(0, unit.shape[0], chunk_size)]  # (chunk, Q) -> (chunk, 1 + N_s)
+        return torch.cat(out)
+
+    @staticmethod
+    def backward(ctx, grad_cos: Tensor) -> Tuple[Optional[Tensor], None, None, None]:  # noqa: D102
+        keys, columns = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        rows = keys.t()  # (Q, L): the bank rows
+        grad = F.embedding_bag(columns, rows, per_sample_weights=grad_cos.to(rows.dtype).contiguous(), mode='sum')
+        return grad.to(ctx.unit_dtype), None, None, None  # (A, L)
+
+
 def part_infonce_from_bank(anchors: Tensor,
                            bank: Tensor,
                            pos_idx: Tensor,
                            neg_idx: Tensor,
                            temperature: float = 0.5,
                            *,
-                           chunk_size: int = 4096,
+                           chunk_size: int = 2048,
                            return_cos: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor, Tensor]]:
     """Per-anchor InfoNCE loss of Eq. 10 with positives and negatives given as rows of the memory bank.
 
     Same values as :func:`part_infonce` on ``(anchors, bank[pos_idx], bank[neg_idx])``, but the
     (A, N_s, L) tensor of negatives is never built: the bank is normalised once, and for each chunk of at most
     ``chunk_size`` anchors the (chunk, Q) matrix of cosine similarities to all bank entries is computed by one
-    matmul, from which the positive and negative columns are gathered. Memory (forward and backward) is
-    bounded by ``chunk_size x Q`` similarities plus ``A x (1 + N_s)`` logits. The bank is detached (a constant:
-    the memory bank holds teacher features); gradients flow to ``anchors`` only.
+    matmul, from which the positive and negative columns are gathered (:class:`_GatheredBankCosines`, whose
+    backward recomputes nothing and saves no (chunk, Q) matrix). Memory (forward and backward) is
+    bounded by ``chunk_size x Q`` similarities plus ``A x (1 + N_s)`` logits: at ESL's paper scale (A ≈ 25k
+    anchors, Q = 21 · 5 · 256 = 26,880, L = 512) one chunk of 2048 is 220 MB in fp32, against 13 GB for the
+    (A, N_s, L) negatives. The bank is detached (a constant: the memory bank holds teacher features); gradients
+    flow to ``anchors`` only. Inside an autocast region the matmul runs in the autocast dtype on unit vectors
+    (module docstring); the cosines, logits and losses are fp32.
+
+    Why a matmul against the whole bank rather than gathering the ``1 + N_s`` rows per anchor: the matmul does
+    ``Q / (1 + N_s)`` (≈ 105) times the multiply-adds, but at one tensor-core GEMM per chunk; gathering reads
+    ``A x (1 + N_s) x L`` values (10 GB at paper scale, fp32) from memory, which measured no faster on a CPU
+    and is memory-bound on a GPU.
 
     Args:
         anchors: Anchor features ``v`` (student ``z^s``), shape (A, L).
@@ -554,25 +677,22 @@ def part_infonce_from_bank(anchors: Tensor,
     _check_index_range('pos_idx', pos_idx, num_entries, 'rows of bank')
     _check_index_range('neg_idx', neg_idx, num_entries, 'rows of bank')
 
-    keys = F.normalize(bank.detach().float(), dim=-1).t()  # (L, Q)
-    columns = torch.cat([pos_idx.long().unsqueeze(1), neg_idx.long()], dim=1)  # (A, 1 + N_s)
-    losses, pos_cos, neg_cos = [], [], []
-    for start in range(0, num_anchors, int(chunk_size)):
-        stop = start + int(chunk_size)
-        sims = F.normalize(anchors[start:stop].float(), dim=-1) @ keys  # (chunk, Q)
-        cos = sims.gather(1, columns[start:stop])  # (chunk, 1 + N_s)
-        logits = cos / temperature
-        losses.append(torch.logsumexp(logits, dim=1) - logits[:, 0])
-        if return_cos:
-            pos_cos.append(cos[:, 0].detach())
-            neg_cos.append(cos[:, 1:].detach().mean(dim=1))
-    if not losses:
+    device_type = anchors.device.type
+    matmul_dtype = autocast_dtype(device_type) or torch.float32  # see the module docstring (precision)
+    if num_anchors == 0:
         loss = anchors.float().sum(dim=1) * 0.0  # shape (0,), connected to the graph of anchors
         empty = loss.detach()
         return (loss, empty, empty) if return_cos else loss
+    with no_autocast(device_type):
+        keys = F.normalize(bank.detach().float(), dim=-1).to(matmul_dtype).t()  # (L, Q), cast once
+        columns = torch.cat([pos_idx.long().unsqueeze(1), neg_idx.long()], dim=1)  # (A, 1 + N_s)
+        unit = F.normalize(anchors.float(), dim=-1).to(matmul_dtype)  # (A, L)
+        cos = _GatheredBankCosines.apply(unit, keys, columns, int(chunk_size))  # (A, 1 + N_s), fp32
+        logits = cos / temperature
+        loss = torch.logsumexp(logits, dim=1) - logits[:, 0]
     if return_cos:
-        return torch.cat(losses), torch.cat(pos_cos), torch.cat(neg_cos)
-    return torch.cat(losses)
+        return loss, cos[:, 0].detach(), cos[:, 1:].detach().mean(dim=1)
+    return loss
 
 
 # ------------------------------------------------------------------------------------------------------ L_CTR

@@ -102,7 +102,8 @@ class PixelPartContrastLoss(nn.Module):
         normalize_prototype_feats: L2-normalise ``E^t`` pixels before the Eq. 12 average (see module doc).
         unlabeled_part_thresh: Teacher probability an unlabeled pixel needs to enter the bank and Eq. 12
             (default 0.0: all pixels, the paper's mask ``M``).
-        chunk_size: Anchors per anchor × bank matmul in :func:`part_infonce_from_bank`.
+        chunk_size: Anchors per anchor × bank matmul in :func:`part_infonce_from_bank` (2048: 220 MB of fp32
+            similarities per chunk against a 21 · 5 · 256 bank).
         ignore_index: Label value of ignored pixels.
         loss_weight: λ2 of Eq. 11 (paper 0.1).
         loss_name: Key of the loss in the log; must contain ``'loss'`` so that mmengine adds it to the total.
@@ -119,7 +120,7 @@ class PixelPartContrastLoss(nn.Module):
                  max_anchors_per_class: Optional[int] = None, num_negatives: int = 255, temperature: float = 0.5,
                  negatives: str = 'part', reduction: str = 'paper', queue_size: int = 256,
                  prototype_momentum: float = 0.99, normalize_prototype_feats: bool = True,
-                 unlabeled_part_thresh: float = 0.0, chunk_size: int = 4096, ignore_index: int = 255,
+                 unlabeled_part_thresh: float = 0.0, chunk_size: int = 2048, ignore_index: int = 255,
                  loss_weight: float = 0.1, loss_name: str = 'loss_ctr') -> None:
         super().__init__()
         if num_parts == 0:
@@ -309,12 +310,11 @@ class PixelPartContrastLoss(nn.Module):
                                             ignore_index=self.ignore_index)
         self.bank.enqueue(means, counts)
 
-        feats = enc_feats.float()
-        if self.normalize_prototype_feats:
-            feats = torch.nn.functional.normalize(feats, dim=1)
+        # Normalised (Eq. 12 averages unit E^t pixels) inside the pool, one chunk of images at a time: never an
+        # fp32 or normalised copy of the whole batch's E^t.
         feat_means, feat_counts = upsampled_masked_average_pool(
-            feats, class_map, part_map, self.num_classes, self.num_parts, align_corners=align_corners,
-            ignore_index=self.ignore_index)
+            enc_feats, class_map, part_map, self.num_classes, self.num_parts, align_corners=align_corners,
+            ignore_index=self.ignore_index, normalize=self.normalize_prototype_feats)
         batch_means, batch_counts = batch_part_means(feat_means, feat_counts, all_reduce=all_reduce)
         momentum_update_prototypes_(self.prototypes, batch_means, batch_counts, self.prototype_momentum)
         return dict(parts_enqueued=(counts > 0).sum().float(), prototypes_moved=(batch_counts > 0).sum().float())
