@@ -2,8 +2,10 @@
 
 Method. Each measurement runs in a fresh Python process (peak RSS never decreases within a process): it builds
 the inputs, runs the path once at a tiny size (lazy initialisations), then records its resident set size
-(``/proc/self/statm``), runs the forward and backward of the path, and reports ``ru_maxrss`` (the peak RSS of
-the process). The growth ``peak - before`` bounds from above the memory the call held at its peak: torch's CPU
+(``/proc/self/statm``), runs the forward and backward of the path, and reports ``VmHWM`` of
+``/proc/self/status`` (the peak RSS of the process's own address space). Not ``ru_maxrss``: Linux carries the
+parent's high-water mark across fork/exec into it, so a child of a 2 GB pytest process reports >= 2 GB (seen in
+the full suite after the config sweep). The growth ``peak - before`` bounds from above the memory the call held at its peak: torch's CPU
 allocator does not cache, large tensors are their own ``mmap``\\ s and RSS counts their touched pages, so a
 materialised (A, N_s, L) tensor would show up in full. (``tracemalloc`` does not see torch's allocations, and
 the profiler reports per-operator allocations, not the peak of a sequence of them.)
@@ -31,7 +33,7 @@ LOGIT_BYTES = ANCHORS * (1 + NEGATIVES) * (4 + 8)  # fp32 logits and int64 colum
 MiB = 2**20
 
 _PRELUDE = '''
-import gc, json, os, resource, sys
+import gc, json, os, sys
 import torch
 torch.set_num_threads(1)
 
@@ -44,7 +46,8 @@ def measure(run):
     gc.collect()
     before = rss()
     run(tiny=False)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with open('/proc/self/status') as f:  # VmHWM: peak RSS of this address space (kB), reset by exec
+        peak = next(int(line.split()[1]) for line in f if line.startswith('VmHWM:')) * 1024
     print(json.dumps(dict(before=before, peak=peak)))
 '''
 
