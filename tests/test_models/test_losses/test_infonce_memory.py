@@ -5,10 +5,10 @@ the inputs, runs the path once at a tiny size (lazy initialisations), then recor
 (``/proc/self/statm``), runs the forward and backward of the path, and reports ``VmHWM`` of
 ``/proc/self/status`` (the peak RSS of the process's own address space). Not ``ru_maxrss``: Linux carries the
 parent's high-water mark across fork/exec into it, so a child of a 2 GB pytest process reports >= 2 GB (seen in
-the full suite after the config sweep). The growth ``peak - before`` bounds from above the memory the call held at its peak: torch's CPU
-allocator does not cache, large tensors are their own ``mmap``\\ s and RSS counts their touched pages, so a
-materialised (A, N_s, L) tensor would show up in full. (``tracemalloc`` does not see torch's allocations, and
-the profiler reports per-operator allocations, not the peak of a sequence of them.)
+the full suite after the config sweep). The growth ``peak - before`` bounds from above the memory the call held
+at its peak: torch's CPU allocator does not cache, large tensors are their own ``mmap``\\ s and RSS counts their
+touched pages, so a materialised (A, N_s, L) tensor would show up in full. (``tracemalloc`` does not see torch's
+allocations, and the profiler reports per-operator allocations, not the peak of a sequence of them.)
 
 Sizes are chosen so that the two candidate formulas differ by more than 50x: the naive one,
 ``A x N_s x L x 4`` bytes (the gathered negatives, 4.3 GB here), and the one of
