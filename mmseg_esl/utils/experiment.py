@@ -11,6 +11,8 @@ import glob
 import json
 import os
 import os.path as osp
+import platform
+import re
 import subprocess
 import sys
 import time
@@ -60,6 +62,18 @@ class RunResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``, else ``platform``), for the machine line of benchmarks."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            names = re.findall(r'model name\s*:\s*(.+)', f.read())
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return cpu
 
 
 def last_val_metrics(work_dir: str) -> Dict[str, float]:

@@ -21,7 +21,6 @@ import json
 import os
 import os.path as osp
 import platform
-import re
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Dict, List
 
 import torch
 
-from mmseg_esl.utils.experiment import DEMO_METHODS, data_root_options, run_training
+from mmseg_esl.utils.experiment import DEMO_METHODS, cpu_name, data_root_options, run_training
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 START, END = '<!-- ssl_gain:start -->', '<!-- ssl_gain:end -->'
@@ -52,13 +51,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            names = re.findall(r'model name\s*:\s*(.+)', f.read())
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
     return (f'{cpu}, {os.cpu_count()} CPU(s) visible, {gpu}; Python {platform.python_version()}, '
             f'torch {torch.__version__}')

@@ -91,7 +91,6 @@ import math
 import os
 import os.path as osp
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -817,13 +816,8 @@ def component_pass(run: Run, iters: int) -> Dict[str, float]:
 
 
 def machine_name(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            names = re.findall(r'model name\s*:\s*(.+)', f.read())
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    from mmseg_esl.utils.experiment import cpu_name
+    cpu = cpu_name()
     text = f'{cpu}, {os.cpu_count()} CPU(s) visible, torch threads {torch.get_num_threads()}'
     if device == 'cuda':
         props = torch.cuda.get_device_properties(0)
