@@ -4,6 +4,7 @@ Differences from mmseg's script, all additive:
   * ``--resume`` optionally takes a checkpoint path (bare ``--resume`` resumes from the work dir's latest);
   * ``--launcher pytorch`` also works on machines without CUDA (gloo), see ``mmseg_esl.utils.launch``;
   * ``mmseg_esl`` is imported even if the config forgets ``custom_imports``;
+  * ``--resume`` reuses the checkpoint's seed before the data loaders are built, so the data order continues;
   * without CUDA, SyncBN norm configs become BN with a warning (``mmseg_esl.utils.convert_sync_bn_cfg``), so
     the paper configs run in a CPU smoke test.
 
@@ -23,6 +24,7 @@ from mmseg.registry import RUNNERS
 
 import mmseg_esl  # noqa: F401  (compat fixes and registrations)
 from mmseg_esl.utils import convert_sync_bn_cfg, load_tool_config, setup_cpu_distributed
+from mmseg_esl.utils.resume import use_checkpoint_seed
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,6 +71,7 @@ def main() -> None:
         cfg.resume = True
         cfg.load_from = args.resume
 
+    use_checkpoint_seed(cfg)  # a resumed run replays the data order it trained on (mmseg_esl.utils.resume)
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()

@@ -11,4 +11,5 @@ model = dict(
 custom_hooks = [
     dict(type='EMATeacherHook', decay=0.99),
     dict(type='PrototypeInitHook', dataloader=_base_.prototype_dataloader, max_pixels_per_class=5000),
+    dict(type='RNGStateHook'),
 ]

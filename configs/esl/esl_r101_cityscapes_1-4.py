@@ -25,5 +25,6 @@ custom_hooks = [
     _base_.ema_teacher_hook,
     dict(_base_.prototype_init_hook,
          dataloader=dict(_base_.prototype_dataloader, dataset=dict(labeled, pipeline=_base_.prototype_pipeline))),
+    _base_.rng_state_hook,
 ]
 train_cfg = dict(max_iters=55775)

@@ -19,4 +19,4 @@ model = dict(
         loss_contrast=dict(num_parts=0)),
     semi_test_cfg=dict(predict_on='teacher'))
 optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')
-custom_hooks = [dict(type='EMATeacherHook', decay=0.99)]
+custom_hooks = [dict(type='EMATeacherHook', decay=0.99), dict(type='RNGStateHook')]

@@ -7,4 +7,4 @@
 _base_ = ['./esl_r101_voc_1-4.py']
 model = dict(semi_train_cfg=dict(loss_unsup=dict(mode='hard'), loss_contrast=dict(num_parts=0)))
 # No contrastive term, so no prototypes: only the EMA teacher hook.
-custom_hooks = [_base_.ema_teacher_hook]
+custom_hooks = [_base_.ema_teacher_hook, _base_.rng_state_hook]

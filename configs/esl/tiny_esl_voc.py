@@ -29,4 +29,5 @@ optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')
 custom_hooks = [
     dict(type='EMATeacherHook', decay=0.99),
     dict(type='PrototypeInitHook', dataloader=_base_.prototype_dataloader, max_pixels_per_class=2000),
+    dict(type='RNGStateHook'),
 ]

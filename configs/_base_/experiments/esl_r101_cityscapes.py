@@ -21,4 +21,7 @@ optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')
 ema_teacher_hook = dict(type='EMATeacherHook', decay=0.99)
 prototype_init_hook = dict(type='PrototypeInitHook', dataloader=_base_.prototype_dataloader,
                            max_pixels_per_class=5000)
-custom_hooks = [ema_teacher_hook, prototype_init_hook]
+# Saves the torch RNG states in checkpoints so that --resume continues exactly (CutMix boxes, anchors,
+# negatives): see RNGStateHook.
+rng_state_hook = dict(type='RNGStateHook')
+custom_hooks = [ema_teacher_hook, prototype_init_hook, rng_state_hook]

@@ -5,4 +5,4 @@
 #   tools/dist_train.sh configs/esl/ablations/mt-dsl_r101_voc_full.py 8
 _base_ = ['../esl_r101_voc_full.py']
 model = dict(semi_train_cfg=dict(loss_contrast=dict(num_parts=0)))
-custom_hooks = [_base_.ema_teacher_hook]  # no prototypes without the contrastive term
+custom_hooks = [_base_.ema_teacher_hook, _base_.rng_state_hook]  # no prototypes without the contrastive term

@@ -19,6 +19,7 @@ import logging
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from mmengine.dist import all_reduce_params, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -147,6 +148,19 @@ def ema_update_(teacher: nn.Module, student: nn.Module, decay: float, buffers: s
         _copy_([(t, s) for t, s in bufs if not t.is_floating_point()])
 
 
+@torch.no_grad()
+def average_buffers_(module: nn.Module) -> None:
+    """In place: each floating-point buffer of ``module`` becomes its mean over all processes (no-op if one).
+
+    Integer buffers (``num_batches_tracked``) are equal on all ranks and left alone.
+    """
+    if get_world_size() < 2:
+        return
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if buffers:
+        all_reduce_params(buffers, op='mean')
+
+
 @HOOKS.register_module()
 class EMATeacherHook(Hook):
     """Keeps ``model.teacher`` an exponential moving average of ``model.student`` (mean teacher, ESL §3.4).
@@ -182,6 +196,16 @@ class EMATeacherHook(Hook):
     in train mode (dropout on, BN using batch statistics). ``before_train_iter`` therefore calls
     ``teacher.eval()``; this is a safety net, the segmentor is expected to keep its teacher in eval mode itself.
 
+    Several processes (DDP): parameters are identical on every rank (DDP averages the gradients), buffers are
+    not: with plain BatchNorm each rank's running statistics come from its own images (mmengine wraps models
+    with ``broadcast_buffers=False``), so each rank's teacher would copy a different student and the ranks'
+    pseudo-labels would drift apart. With ``sync_buffers=True`` (default) the hook first averages the student's
+    floating-point buffers over the processes (one ``all_reduce`` of the BN statistics, as mmengine's
+    ``SyncBuffersHook`` does before validation) and writes the average back into the student, so that every
+    rank holds the same student and teacher. The paper's configs use SyncBN, whose running statistics are
+    already equal on all ranks: there the average changes nothing and costs one small all-reduce. (Our choice;
+    U2PL relies on SyncBN and does nothing here.)
+
     Priority ``'NORMAL'`` runs ``after_train_iter`` before the ``CheckpointHook`` (``'VERY_LOW'``), so a saved
     checkpoint holds a teacher and a student of the same iteration.
 
@@ -191,6 +215,8 @@ class EMATeacherHook(Hook):
         warmup: Use ``min(1 - 1 / (i + 1), decay)`` instead of ``decay``. Defaults to True.
         buffers: ``'copy'`` or ``'ema'``, see above. Defaults to ``'copy'``.
         interval: Update every ``interval`` iterations (when ``(runner.iter + 1) % interval == 0``). Defaults to 1.
+        sync_buffers: Under DDP, average the student's floating-point buffers over the processes before each
+            update (see above). Defaults to True.
 
     Raises:
         ValueError: on an out-of-range or ill-typed argument, naming it.
@@ -198,7 +224,8 @@ class EMATeacherHook(Hook):
 
     priority = 'NORMAL'
 
-    def __init__(self, *, decay: float = 0.99, warmup: bool = True, buffers: str = 'copy', interval: int = 1) -> None:
+    def __init__(self, *, decay: float = 0.99, warmup: bool = True, buffers: str = 'copy', interval: int = 1,
+                 sync_buffers: bool = True) -> None:
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay <= 1.0:
             raise ValueError(f'EMATeacherHook: decay must be a number in [0, 1], got decay={decay!r}')
         if not isinstance(warmup, bool):
@@ -207,7 +234,10 @@ class EMATeacherHook(Hook):
             raise ValueError(f'EMATeacherHook: buffers must be one of {BUFFER_POLICIES}, got buffers={buffers!r}')
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
             raise ValueError(f'EMATeacherHook: interval must be an int >= 1, got interval={interval!r}')
+        if not isinstance(sync_buffers, bool):
+            raise ValueError(f'EMATeacherHook: sync_buffers must be a bool, got sync_buffers={sync_buffers!r}')
         self.decay = float(decay)
+        self.sync_buffers = sync_buffers
         self.warmup = warmup
         self.buffers = buffers
         self.interval = interval
@@ -266,4 +296,6 @@ class EMATeacherHook(Hook):
         if not self.every_n_train_iters(runner, self.interval):
             return
         student, teacher = self._student_teacher(runner)
+        if self.sync_buffers:
+            average_buffers_(student)
         ema_update_(teacher, student, self.decay_at(runner.iter), self.buffers)

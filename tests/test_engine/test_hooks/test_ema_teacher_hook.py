@@ -137,7 +137,7 @@ def test_mismatched_names_and_shapes_raise():
 @pytest.mark.parametrize('kwargs, key', [
     (dict(decay=1.5), 'decay=1.5'), (dict(decay=-0.1), 'decay=-0.1'), (dict(decay=True), 'decay=True'),
     (dict(buffers='skip'), "buffers='skip'"), (dict(interval=0), 'interval=0'), (dict(interval=1.5), 'interval=1.5'),
-    (dict(warmup='yes'), "warmup='yes'"),
+    (dict(warmup='yes'), "warmup='yes'"), (dict(sync_buffers=1), 'sync_buffers=1'),
 ])
 def test_invalid_hook_args(kwargs, key):
     with pytest.raises(ValueError, match=key.replace('.', r'\.')):
