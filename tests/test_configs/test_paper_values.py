@@ -210,7 +210,7 @@ def flat(node, prefix=''):
 def differences(path: str, reference: str) -> dict:
     a, b = flat(load(path).to_dict()), flat(load(reference).to_dict())
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not k.startswith('custom_hooks.1')}
+            if a.get(k) != b.get(k) and not k.startswith('custom_hooks.')}  # hooks: compared by type below
 
 
 FULL = esl_path('voc_full')
@@ -243,10 +243,11 @@ def test_ablation_changes_only_its_table_keys(name, changed):
     assert {k: v[0] for k, v in diff.items()} == changed, diff
     cfg = load(path)
     hooks = [h['type'] for h in cfg.custom_hooks]
+    assert cfg.custom_hooks[0] == load(FULL).custom_hooks[0]  # the same EMATeacherHook settings
     if cfg.model.semi_train_cfg.loss_contrast.num_parts == 0:  # no contrast: no prototypes to initialise
-        assert hooks == ['EMATeacherHook']
+        assert hooks == ['EMATeacherHook', 'RNGStateHook']
     else:
-        assert hooks == ['EMATeacherHook', 'PrototypeInitHook']
+        assert hooks == ['EMATeacherHook', 'PrototypeInitHook', 'RNGStateHook']
         assert cfg.custom_hooks[1] == load(FULL).custom_hooks[1]
 
 
@@ -324,3 +325,16 @@ def test_readme_lists_every_paper_config():
                      if 'demo' not in p and 'tiny' not in p]
     missing = [osp.relpath(p, ESL_DIR) for p in paper_configs if osp.relpath(p, ESL_DIR) not in readme]
     assert not missing, f'README.md does not mention: {missing}'
+
+
+def test_every_esl_config_saves_rng_states_for_an_exact_resume():
+    """RNGStateHook (docs/reliability.md) in every teacher/student config of configs/esl/, exactly once."""
+    missing = []
+    for path in sorted(glob.glob(osp.join(ESL_DIR, '**', '*.py'), recursive=True)):
+        cfg = load(path)
+        if cfg.model.get('type') != 'ESLSegmentor':
+            continue
+        hooks = [h['type'] for h in cfg.get('custom_hooks', [])]
+        if hooks.count('RNGStateHook') != 1:
+            missing.append((osp.relpath(path, ESL_DIR), hooks))
+    assert not missing, missing
