@@ -2,7 +2,12 @@
 
 Differences from mmseg's script, all additive: ``--launcher pytorch`` also works without CUDA (gloo),
 ``mmseg_esl`` is imported even if the config forgets ``custom_imports``, and without CUDA SyncBN norm configs
-become BN with a warning (``mmseg_esl.utils.convert_sync_bn_cfg``).
+become BN with a warning (``mmseg_esl.utils.convert_sync_bn_cfg``). Before the runner is built, the checkpoint's
+tensors are compared with the config's model (``mmseg_esl.utils.check_test_checkpoint``): where mmengine's
+non-strict load would only warn and test random weights (e.g. a plain mmseg config given an ESL checkpoint, or
+another number of classes), the script stops with the list of mismatched keys and the fix. Keys of parts that
+predictions do not use (auxiliary heads, the projector, memory bank and prototypes) may be absent, so an ESL
+config still tests a plain mmseg checkpoint.
 
 Examples:
     python tools/test.py CONFIG CHECKPOINT
@@ -17,7 +22,8 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmseg_esl  # noqa: F401  (compat fixes and registrations)
-from mmseg_esl.utils import convert_sync_bn_cfg, load_tool_config, setup_cpu_distributed
+from mmseg_esl.utils import check_test_checkpoint, convert_sync_bn_cfg, load_tool_config, setup_cpu_distributed
+from mmseg_esl.utils.preflight import exit_on_input_error
 
 
 def parse_args() -> argparse.Namespace:
@@ -77,6 +83,7 @@ def main() -> None:
         cfg.test_evaluator['keep_results'] = True
 
     setup_cpu_distributed(cfg, args.launcher)
+    exit_on_input_error(check_test_checkpoint, cfg, args.checkpoint)  # no silent non-strict load
     runner = Runner.from_cfg(cfg)
     runner.test()
 

@@ -7,6 +7,9 @@ Differences from mmseg's script, all additive:
   * ``--resume`` reuses the checkpoint's seed before the data loaders are built, so the data order continues;
   * without CUDA, SyncBN norm configs become BN with a warning (``mmseg_esl.utils.convert_sync_bn_cfg``), so
     the paper configs run in a CPU smoke test.
+  * before the runner exists (so a refused run writes nothing), a pre-flight check of the model config, the
+    datasets, every image and label map, and the checkpoint to resume / load, with one clear error listing the
+    problems (``mmseg_esl.utils.preflight``); ``--data-check labels|off`` makes the file scan cheaper / skips it.
 
 Examples:
     python tools/train.py configs/esl/esl_r101_voc_1-8.py
@@ -24,6 +27,7 @@ from mmseg.registry import RUNNERS
 
 import mmseg_esl  # noqa: F401  (compat fixes and registrations)
 from mmseg_esl.utils import convert_sync_bn_cfg, load_tool_config, setup_cpu_distributed
+from mmseg_esl.utils.preflight import SCAN_MODES, check_training_inputs, exit_on_input_error
 from mmseg_esl.utils.resume import use_checkpoint_seed
 
 
@@ -41,6 +45,10 @@ def parse_args() -> argparse.Namespace:
         help='override settings of the config, e.g. train_cfg.max_iters=100 key="[a,b]"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
+    parser.add_argument(
+        '--data-check', choices=SCAN_MODES, default='full',
+        help='pre-flight scan of the data files before training: full (decode every image and label map, '
+        'default), labels (label maps and image sizes only) or off (config, datasets and checkpoint only)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -73,6 +81,7 @@ def main() -> None:
 
     use_checkpoint_seed(cfg)  # a resumed run replays the data order it trained on (mmseg_esl.utils.resume)
     setup_cpu_distributed(cfg, args.launcher)
+    exit_on_input_error(check_training_inputs, cfg, scan=args.data_check)  # bad input: one error, nothing written
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

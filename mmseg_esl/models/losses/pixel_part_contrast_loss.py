@@ -33,8 +33,10 @@ Choices the paper does not make (each a constructor argument):
 """
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Dict, Optional, Tuple
+import warnings
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.dist import all_reduce
@@ -55,12 +57,31 @@ from .part_contrast import (
     upsampled_masked_average_pool,
 )
 
-__all__ = ['PixelPartContrastLoss']
+__all__ = ['PixelPartContrastLoss', 'negative_pool_size']
+
+
+#: Where the arguments of this loss live in an ESL config (``model.semi_train_cfg.loss_contrast``), for messages.
+CONFIG_KEY = 'semi_train_cfg.loss_contrast'
+
+#: What some arguments are in the paper, appended to their error messages.
+_MEANING = dict(
+    num_parts='K, the parts per class; paper 5. K = 0 (no contrastive term) is set on the ESLSegmentor',
+    num_negatives='N_s of Eq. 10; paper 255',
+    conf_thresh='ζ of Eq. 9; paper 0.95',
+    temperature='σ of Eq. 10; paper 0.5',
+    queue_size='q, the length of each of the C × K queues; default 256',
+)
+
+
+def _argument_error(name: str, problem: str, value: object) -> ValueError:
+    meaning = f' ({_MEANING[name]})' if name in _MEANING else ''
+    return ValueError(f'PixelPartContrastLoss: {name} must be {problem}, got {name}={value!r}. Set '
+                      f'{CONFIG_KEY}.{name}{meaning} to a valid value.')
 
 
 def _positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f'PixelPartContrastLoss: {name} must be an integer >= 1, got {name}={value!r}.')
+        raise _argument_error(name, 'an integer >= 1', value)
     return int(value)
 
 
@@ -68,9 +89,29 @@ def _unit_interval(name: str, value: float, *, open_low: bool = False) -> float:
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and (
         (0.0 < value <= 1.0) if open_low else (0.0 <= value <= 1.0))
     if not ok:
-        interval = '(0, 1]' if open_low else '[0, 1]'
-        raise ValueError(f'PixelPartContrastLoss: {name} must be a number in {interval}, got {name}={value!r}.')
+        raise _argument_error(name, f'a number in {"(0, 1]" if open_low else "[0, 1]"}', value)
     return float(value)
+
+
+def negative_pool_size(*, num_classes: int, num_parts: int, queue_size: int, negatives: str = 'part') -> int:
+    """How many bank slots the negatives of one anchor can come from, once the bank is full.
+
+    ``'part'`` (the paper): every queue but the anchor's own ``(c, k*)``, ``(C·K − 1)·q`` slots; ``'class'``: the
+    queues of the other classes, ``(C − 1)·K·q`` slots. Negatives are drawn with replacement, so ``N_s`` larger
+    than this repeats entries in every anchor's negative set (and 0 means no anchor ever gets a negative).
+
+    Args:
+        num_classes: C.
+        num_parts: K.
+        queue_size: q.
+        negatives: ``'part'`` or ``'class'``.
+
+    Returns:
+        The number of eligible slots of a full bank.
+    """
+    if negatives == 'class':
+        return (num_classes - 1) * num_parts * queue_size
+    return (num_classes * num_parts - 1) * queue_size
 
 
 @MODELS.register_module()
@@ -109,7 +150,12 @@ class PixelPartContrastLoss(nn.Module):
         loss_name: Key of the loss in the log; must contain ``'loss'`` so that mmengine adds it to the total.
 
     Raises:
-        ValueError: On an invalid argument, naming it.
+        ValueError: On an invalid argument, naming it and its config key (``semi_train_cfg.loss_contrast.<name>``),
+            and for a bank that can never give a negative (C·K = 1, or C = 1 with ``negatives='class'``).
+            ``num_negatives`` larger than the bank slots negatives come from (:func:`negative_pool_size`) only
+            warns here (they are drawn with replacement); ``tools/train.py``'s pre-flight refuses it.
+        ValueError: From ``load_state_dict`` (also under mmengine's ``strict=False``), for a checkpoint whose
+            prototypes or bank have another C, K, q, L or L'.
     """
 
     prototypes: Tensor
@@ -145,12 +191,14 @@ class PixelPartContrastLoss(nn.Module):
         self.anchor_ratio = _unit_interval('anchor_ratio', anchor_ratio, open_low=True)
         self.prototype_momentum = _unit_interval('prototype_momentum', prototype_momentum)
         self.unlabeled_part_thresh = _unit_interval('unlabeled_part_thresh', unlabeled_part_thresh)
-        if not (isinstance(temperature, numbers.Real) and temperature > 0):
-            raise ValueError(f'PixelPartContrastLoss: temperature must be > 0, got temperature={temperature!r}.')
+        if isinstance(temperature, bool) or not (isinstance(temperature, numbers.Real) and temperature > 0
+                                                  and math.isfinite(temperature)):
+            raise _argument_error('temperature', 'a finite number > 0', temperature)
         self.temperature = float(temperature)
         if negatives not in EXCLUDE_RULES:
-            raise ValueError(f'PixelPartContrastLoss: negatives must be one of {EXCLUDE_RULES}, got {negatives!r}.')
+            raise _argument_error('negatives', f'one of {EXCLUDE_RULES}', negatives)
         self.negatives = negatives
+        self._check_num_negatives(_positive_int('queue_size', queue_size))
         if reduction not in REDUCTIONS:
             raise ValueError(f'PixelPartContrastLoss: reduction must be one of {REDUCTIONS}, got {reduction!r}.')
         self.reduction = reduction
@@ -176,6 +224,83 @@ class PixelPartContrastLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, num_parts={self.num_parts}, feat_channels={self.feat_channels}, '
                 f'embed_channels={self.embed_channels}, loss_weight={self.loss_weight}')
+
+    def _check_num_negatives(self, queue_size: int) -> None:
+        """Refuses a bank that can never give a negative; warns when N_s exceeds the slots they come from.
+
+        A hard error for ``num_negatives`` larger than :func:`negative_pool_size` would be wrong for this module
+        (negatives are drawn with replacement, and small banks with ``N_s = 255`` are valid, e.g. in unit
+        tests); ``mmseg_esl.utils.preflight`` refuses it for training runs of a config.
+        """
+        pool = negative_pool_size(num_classes=self.num_classes, num_parts=self.num_parts, queue_size=queue_size,
+                                  negatives=self.negatives)
+        if pool == 0:
+            raise ValueError(
+                f'PixelPartContrastLoss: with C={self.num_classes}, K={self.num_parts} and '
+                f"negatives={self.negatives!r} no queue is ever eligible for an anchor's negatives, so L_CTR would "
+                f"always be 0. Use negatives='part' with C·K >= 2 ({CONFIG_KEY}.negatives, "
+                f'{CONFIG_KEY}.num_parts), or disable the term with {CONFIG_KEY}.num_parts=0.')
+        if self.num_negatives > pool:
+            warnings.warn(
+                f'PixelPartContrastLoss: {CONFIG_KEY}.num_negatives={self.num_negatives} exceeds the {pool} bank '
+                f'slots the negatives of an anchor can come from ({self.describe_negative_pool(queue_size)}); they are '
+                f'drawn with replacement, so every anchor repeats negatives. Lower num_negatives to <= {pool} or '
+                f'raise {CONFIG_KEY}.queue_size.', stacklevel=3)
+
+    def describe_negative_pool(self, queue_size: Optional[int] = None) -> str:
+        """The formula of :attr:`negative_pool_size` with this module's numbers, for messages."""
+        queue_size = self.bank.queue_size if queue_size is None else queue_size
+        if self.negatives == 'class':
+            return f"(C - 1)·K·q = ({self.num_classes} - 1)·{self.num_parts}·{queue_size} with negatives='class'"
+        return f"(C·K - 1)·q = ({self.num_classes}·{self.num_parts} - 1)·{queue_size} with negatives='part'"
+
+    @property
+    def negative_pool_size(self) -> int:
+        """Bank slots the negatives of one anchor can come from, see :func:`negative_pool_size`."""
+        return negative_pool_size(num_classes=self.num_classes, num_parts=self.num_parts,
+                                  queue_size=self.bank.queue_size, negatives=self.negatives)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                              missing_keys: List[str], unexpected_keys: List[str], error_msgs: List[str]) -> None:
+        """Refuses a checkpoint of a different C, K, q, L or L' before anything is copied.
+
+        mmengine's ``load_checkpoint`` (``load_from``, ``resume``) loads with ``strict=False`` and would only
+        warn about the size-mismatched prototypes and bank, leaving this run with fresh ones. So a mismatch
+        raises here, whatever ``strict`` says.
+
+        Raises:
+            ValueError: If the checkpoint's ``prototypes`` or ``bank.*`` shapes differ from this module's.
+        """
+        own = {'prototypes': self.prototypes, 'bank.queues': self.bank.queues, 'bank.pointers': self.bank.pointers,
+               'bank.fill': self.bank.fill}
+        mismatched = [name for name, tensor in own.items() if prefix + name in state_dict
+                      and tuple(state_dict[prefix + name].shape) != tuple(tensor.shape)]
+        if mismatched:
+            raise ValueError(self._checkpoint_mismatch_message(state_dict, prefix, {k: own[k] for k in mismatched}))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def _checkpoint_mismatch_message(self, state_dict: dict, prefix: str, mismatched: Dict[str, Tensor]) -> str:
+        """What the checkpoint was trained with (as far as its shapes tell) against this config."""
+        theirs = {}
+        if prefix + 'prototypes' in state_dict and state_dict[prefix + 'prototypes'].ndim == 3:
+            theirs['C'], theirs['K'], theirs["L'"] = tuple(state_dict[prefix + 'prototypes'].shape)
+        if prefix + 'bank.queues' in state_dict and state_dict[prefix + 'bank.queues'].ndim == 3:
+            queues, theirs['queue_size'], theirs['L'] = tuple(state_dict[prefix + 'bank.queues'].shape)
+            if 'C' not in theirs:
+                theirs['C·K'] = queues
+        ours = {'C': self.num_classes, 'K': self.num_parts, 'queue_size': self.bank.queue_size,
+                'L': self.embed_channels, "L'": self.feat_channels}
+        if 'C·K' in theirs:
+            ours['C·K'] = self.num_classes * self.num_parts
+        fmt = ', '.join
+        shapes = fmt(f'{prefix}{name} {tuple(state_dict[prefix + name].shape)} vs {tuple(tensor.shape)}'
+                     for name, tensor in mismatched.items())
+        return (f'PixelPartContrastLoss: the checkpoint was trained with '
+                f'{fmt(f"{k}={v}" for k, v in theirs.items())}; this config has '
+                f'{fmt(f"{k}={ours[k]}" for k in theirs)} ({CONFIG_KEY}.num_classes / num_parts / queue_size, '
+                f"projector.out_channels for L, {CONFIG_KEY}.feat_channels for L'). Shapes (checkpoint vs model): "
+                f'{shapes}. Resume with the same config, or start without --resume / load_from.')
 
     @torch.no_grad()
     def set_prototypes_(self, prototypes: Tensor) -> None:

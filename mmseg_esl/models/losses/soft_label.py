@@ -224,6 +224,52 @@ def soft_cross_entropy(logits: Tensor,
     return loss_mean * (num_pixels / num_valid)
 
 
+#: Where each :class:`DSLLoss` argument lives in an ESL config, for error messages.
+_CONFIG_KEY = 'semi_train_cfg.loss_unsup'
+
+
+def _check_loss_name(loss_name: str) -> None:
+    if not isinstance(loss_name, str) or not loss_name.startswith('loss_'):
+        raise ValueError(
+            f"loss_name must start with 'loss_' so that it is summed into the total loss, got "
+            f'loss_name={loss_name!r}')
+
+
+def _check_loss_weight(loss_weight: float) -> None:
+    if isinstance(loss_weight, bool) or not isinstance(loss_weight, numbers.Real) or not (
+            math.isfinite(loss_weight) and loss_weight >= 0):
+        raise ValueError(f'loss_weight must be a finite number >= 0, got loss_weight={loss_weight!r}')
+
+
+def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {choices}, got {name}={value!r}')
+
+
+def _check_dsl_arguments(*, mode: str, eta: float, top_k: int, normalize: str, loss_weight: float,
+                         loss_name: str) -> None:
+    """Validates the :class:`DSLLoss` arguments; the error names the argument and its ESL config key.
+
+    Raises:
+        ValueError: ``DSLLoss: <what is wrong>; it is semi_train_cfg.loss_unsup.<name> in an ESL config``.
+    """
+    checks = (('mode', lambda: _check_choice('mode', mode, MODES)),
+              ('eta', lambda: _check_eta(eta)),
+              ('top_k', lambda: _check_top_k(top_k)),
+              ('normalize', lambda: _check_choice('normalize', normalize, NORMALIZATIONS)),
+              ('loss_weight', lambda: _check_loss_weight(loss_weight)),
+              ('loss_name', lambda: _check_loss_name(loss_name)))
+    hints = dict(eta=' (η of Eq. 4, the probability mass the dominant classes must reach; paper 0.95; 1.0 keeps '
+                     'every class with non-zero probability)',
+                 loss_weight=' (λ1 of Eq. 11; paper 0.2)')
+    for name, check in checks:
+        try:
+            check()
+        except ValueError as e:
+            raise ValueError(f'DSLLoss: {e}. Set {_CONFIG_KEY}.{name} of the ESLSegmentor config (or the DSLLoss '
+                             f'argument {name}) to a valid value{hints.get(name, "")}.') from None
+
+
 @MODELS.register_module()
 class DSLLoss(nn.Module):
     """Unsupervised loss of ESL: soft cross-entropy (Eq. 6) against the Dynamic Soft Label (Eq. 3-5).
@@ -248,8 +294,9 @@ class DSLLoss(nn.Module):
             into the total loss.
 
     Raises:
-        ValueError: If an argument is out of range; the message names it. All arguments are validated
-            whatever the mode, so a typo in an unused one does not go unnoticed.
+        ValueError: If an argument is out of range; the message names it and its ESL config key
+            (``semi_train_cfg.loss_unsup.<name>``). All arguments are validated whatever the mode, so a typo
+            in an unused one does not go unnoticed.
     """
 
     def __init__(self,
@@ -261,19 +308,8 @@ class DSLLoss(nn.Module):
                  loss_weight: float = 0.2,
                  loss_name: str = 'loss_dsl') -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f'mode must be one of {MODES}, got mode={mode!r}')
-        _check_eta(eta)
-        _check_top_k(top_k)
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(f'normalize must be one of {NORMALIZATIONS}, got normalize={normalize!r}')
-        if isinstance(loss_weight, bool) or not isinstance(loss_weight, numbers.Real) or not (
-                math.isfinite(loss_weight) and loss_weight >= 0):
-            raise ValueError(f'loss_weight must be a finite number >= 0, got loss_weight={loss_weight!r}')
-        if not isinstance(loss_name, str) or not loss_name.startswith('loss_'):
-            raise ValueError(
-                f"loss_name must start with 'loss_' so that it is summed into the total loss, got "
-                f'loss_name={loss_name!r}')
+        _check_dsl_arguments(mode=mode, eta=eta, top_k=top_k, normalize=normalize, loss_weight=loss_weight,
+                             loss_name=loss_name)
         self.mode = mode
         self.eta = float(eta)
         self.top_k = int(top_k)

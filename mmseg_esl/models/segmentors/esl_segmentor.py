@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from mmengine.config import ConfigDict
+from mmengine.logging import MessageHub
 from mmseg.models.segmentors import BaseSegmentor
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
@@ -55,6 +56,11 @@ DEFAULT_SEMI_TRAIN_CFG = dict(
     # filled from the model. num_parts=0 (or loss_contrast=None) disables the term.
     loss_contrast=dict(type='PixelPartContrastLoss', num_parts=5, loss_weight=0.1),
 )
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term is NaN or infinite; raised by :meth:`ESLSegmentor.parse_losses` before the optimizer step."""
+
 
 #: Default projector (U2PL's representation head); ``in_channels`` and ``norm_cfg`` come from the decode head.
 DEFAULT_PROJECTOR = dict(type='ProjectorHead', channels=256, out_channels=512)
@@ -132,6 +138,7 @@ class ESLSegmentor(BaseSegmentor):
         super().__init__(data_preprocessor=data_preprocessor or inner_preprocessor, init_cfg=init_cfg)
         self.semi_train_cfg = merge_semi_train_cfg(semi_train_cfg)
         self.student = MODELS.build(segmentor)
+        self._check_num_classes(self.semi_train_cfg.loss_contrast)
         self.contrast_loss = self._build_contrast(self.semi_train_cfg.loss_contrast, projector)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
@@ -148,6 +155,27 @@ class ESLSegmentor(BaseSegmentor):
         self.predict_on = (semi_test_cfg or {}).get('predict_on', 'teacher')
         if self.predict_on not in ('teacher', 'student'):
             raise ValueError(f"semi_test_cfg.predict_on must be 'teacher' or 'student', got {self.predict_on!r}.")
+
+    def _check_num_classes(self, loss_cfg: Optional[dict]) -> None:
+        """Decode head, auxiliary heads and an explicit ``loss_contrast.num_classes`` must agree on C.
+
+        Raises:
+            ValueError: Naming every config key and its value.
+        """
+        found = {'segmentor.decode_head.num_classes': self.student.num_classes}  # the last head of a cascade
+        aux = getattr(self.student, 'auxiliary_head', None)
+        if isinstance(aux, torch.nn.ModuleList):
+            found.update({f'segmentor.auxiliary_head.{i}.num_classes': head.num_classes for i, head in enumerate(aux)})
+        elif aux is not None:
+            found['segmentor.auxiliary_head.num_classes'] = aux.num_classes
+        if loss_cfg is not None and loss_cfg.get('num_parts', 5) != 0 and loss_cfg.get('num_classes') is not None:
+            found['semi_train_cfg.loss_contrast.num_classes'] = loss_cfg.num_classes
+        if len(set(found.values())) > 1:
+            listed = ', '.join(f'model.{key}={value}' for key, value in found.items())
+            raise ValueError(
+                f'ESLSegmentor: the number of classes C differs between {listed}. Set them all to the number of '
+                "classes of the dataset (len(metainfo['classes'])); semi_train_cfg.loss_contrast.num_classes can "
+                "be left out: it is then the decode head's.")
 
     def _build_contrast(self, loss_cfg: Optional[dict], projector: Optional[dict]) -> Optional[torch.nn.Module]:
         """Builds the contrastive loss and the student's projector, or nothing when K = 0 / ``None``."""
@@ -233,6 +261,45 @@ class ESLSegmentor(BaseSegmentor):
                 state_dict[f'{prefix}student.{rest}'] = value
                 state_dict[f'{prefix}teacher.{rest}'] = value
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def parse_losses(self, losses: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """mmengine's ``parse_losses``, then a stop on a NaN/Inf loss before the optimizer step can use it.
+
+        Checks every logged loss term (keys containing ``'loss'``, and the total) with one host-device
+        synchronisation per iteration (the logger synchronises them anyway).
+
+        Args:
+            losses: The losses dict of :meth:`loss`.
+
+        Returns:
+            ``(total_loss, log_vars)`` as ``BaseModel.parse_losses``.
+
+        Raises:
+            NonFiniteLossError: Naming the non-finite terms (e.g. ``unsup.loss_dsl``) and the iteration.
+        """
+        loss, log_vars = super().parse_losses(losses)
+        names = [name for name, value in log_vars.items() if 'loss' in name and isinstance(value, Tensor)]
+        if not names:
+            return loss, log_vars
+        values = torch.stack([log_vars[name].detach().float().reshape(()) for name in names])
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            raise NonFiniteLossError(self._non_finite_message(names, values.tolist(), finite.tolist()))
+        return loss, log_vars
+
+    @staticmethod
+    def _non_finite_message(names: List[str], values: List[float], finite: List[bool]) -> str:
+        terms = [f'{name}={value}' for name, value, ok in zip(names, values, finite) if not ok and name != 'loss']
+        total = dict(zip(names, values)).get('loss')
+        iteration = MessageHub.get_current_instance().get_info('iter')
+        where = ('outside a training loop' if iteration is None else
+                 f'at training iteration {iteration + 1} (as logged; runner.iter={iteration})')
+        return (f'ESLSegmentor: non-finite loss {where}: {", ".join(terms) or "the total"} (total loss={total}). '
+                'Training stopped before the optimizer step, so the parameters and every checkpoint written so far '
+                'are untouched. Usual causes: a learning rate too high (optim_wrapper.optimizer.lr), fp16 overflow '
+                '(train in fp32 or bf16, or fp16 with --amp and its dynamic loss scaling), a corrupt label or image '
+                '(tools/train.py checks every file before training unless --data-check off), a loss weight too '
+                'large. Fix the cause, then continue from the last checkpoint with --resume.')
 
     # ----------------------------------------------------------------------------------------------------
     def split_batch(self, data_samples: SampleList) -> Tuple[List[int], List[int], List[int]]:
