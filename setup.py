@@ -36,8 +36,9 @@ setup(
     extras_require={
         # mmpretrain backbones (e.g. ConvNeXt) for ESL; it imports torchvision, which needs a matching torch.
         'mmpretrain': ['mmpretrain>=1.0.0'],
-        # scikit-image: the bundled photos of the ImageNet check of the pretrained backbone.
-        'tests': ['pytest', 'ruff', 'scikit-image'],
+        # scikit-image: the bundled photos of the ImageNet check of the pretrained backbone. tensorboard: mmengine's
+        # TensorboardVisBackend (configs/esl/esl_effnet-lite0_demo_tensorboard.py) and the test that reads its events.
+        'tests': ['pytest', 'ruff', 'scikit-image', 'tensorboard'],
     },
     classifiers=[
         'License :: OSI Approved :: Apache Software License',

