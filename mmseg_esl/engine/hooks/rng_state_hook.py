@@ -19,8 +19,10 @@ What is restored, per process (``checkpoint['rng_states']``, a list indexed by r
   ``before_train_epoch`` of the resumed run, just before mmengine replays the data loader. The replay then
   re-runs the pipeline on the same batches with the same draws and ends in exactly the state the
   uninterrupted run had at the stop. Restoring the numpy state *of the stop* instead would apply the
-  replay's draws twice; not restoring anything would make the replay start from whatever the hooks of the
-  fresh run consumed before training (they differ: the prototype initialisation runs only in a fresh run).
+  replay's draws twice. Not restoring them works as long as nothing draws from numpy/random before the first
+  batch differently in a fresh and in a resumed run; the restore guards against hooks that do (e.g. one that
+  builds a sampler without a seed only in a fresh run: mmengine's ``sync_random_seed`` draws from numpy). With
+  the hooks of this repository the exact-resume test also passes without it (checked once by hand).
   In worker processes (``num_workers > 0``) mmengine seeds numpy/random per rank and worker from
   ``randomness.seed``, and the replay reproduces them as well.
 
