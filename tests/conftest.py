@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+import socket
 import subprocess
 import sys
 from typing import Dict, List, Optional
@@ -45,6 +46,13 @@ def tiny_data_options(data_root: str, *, semi: bool = False) -> List[str]:
              + [f'custom_hooks.1.dataloader.dataset.data_root={data_root}'] if semi
              else [f'train_dataloader.dataset.data_root={data_root}'])
     return train + [f'{split}_dataloader.dataset.data_root={data_root}' for split in ('val', 'test')]
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a test's process group (torchrun's PORT, tcp:// init)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope='session')

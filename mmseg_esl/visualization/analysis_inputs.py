@@ -41,7 +41,8 @@ from mmengine.utils import import_modules_from_strings
 from torch import Tensor, nn
 
 __all__ = [
-    'AnalysisError', 'AnalysisSample', 'ImageSource', 'SPLITS', 'add_common_arguments', 'class_names',
+    'AnalysisError', 'AnalysisSample', 'ImageSource', 'SPLITS', 'add_common_arguments', 'add_overlay_arguments',
+    'check_overlay_arguments', 'class_names',
     'load_config', 'load_model', 'require_esl', 'run_tool', 'select_classes', 'set_data_roots', 'write_json'
 ]
 
@@ -101,6 +102,21 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, num_images: Optiona
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='override settings of the config(s) as in mmseg\'s tools, e.g. '
                         'test_dataloader.dataset.pipeline.1.type=LoadAnnotations')
+
+
+def add_overlay_arguments(parser: argparse.ArgumentParser, *, alpha: float, what: str) -> None:
+    """Adds ``--alpha`` (opacity of the overlay, default ``alpha``) and ``--scale`` (panel enlargement)."""
+    parser.add_argument('--alpha', type=float, default=alpha, help=f'opacity of the {what} (default: {alpha})')
+    parser.add_argument('--scale', type=int, default=None,
+                        help='integer enlargement of the panels (default: about 256 px per panel)')
+
+
+def check_overlay_arguments(args: argparse.Namespace) -> None:
+    """Refuses an ``--alpha`` outside [0, 1] or a ``--scale`` below 1 (see :func:`add_overlay_arguments`)."""
+    if not 0.0 <= args.alpha <= 1.0:
+        raise AnalysisError(f'--alpha must be in [0, 1], got {args.alpha}')
+    if args.scale is not None and args.scale < 1:
+        raise AnalysisError(f'--scale must be an integer >= 1, got {args.scale}')
 
 
 def run_tool(main, argv: Optional[Sequence[str]], prog: str) -> int:

@@ -11,22 +11,15 @@ import glob
 import json
 import os
 import os.path as osp
-import socket
 
 import pytest
 import torch
-from conftest import REPO_ROOT, clean_env, run
+from conftest import REPO_ROOT, clean_env, free_port, run
 from mmengine.config import Config
 from paper_config_helpers import as_cli_options, make_tiny_voc_root, whitelist_overrides, write_tiny_splits
 
 HEADLINE = osp.join(REPO_ROOT, 'configs', 'esl', 'esl_r101_voc_1-8.py')
 ITERS = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

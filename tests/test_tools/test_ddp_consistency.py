@@ -6,11 +6,10 @@ A control run with ``EMATeacherHook(sync_buffers=False)`` shows why the hook ave
 ranks' teachers differ in exactly those buffers.
 """
 import os.path as osp
-import socket
 
 import pytest
 import torch
-from conftest import REPO_ROOT, clean_env, run, tiny_data_options
+from conftest import REPO_ROOT, clean_env, free_port, run, tiny_data_options
 from record_train_hook import read_records, write_recorded_config
 
 from mmseg_esl.testing import make_tiny_voc
@@ -18,12 +17,6 @@ from mmseg_esl.testing import make_tiny_voc
 TINY_ESL = osp.join(REPO_ROOT, 'configs', 'esl', 'tiny_esl_voc.py')
 TESTS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ITERS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def dist_train(root, config, work_dir, data, *extra):

@@ -2,20 +2,13 @@
 import os
 import os.path as osp
 import re
-import socket
 
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_CONFIG, clean_env, run, tiny_data_options
+from conftest import REPO_ROOT, TINY_CONFIG, clean_env, free_port, run, tiny_data_options
 from mmengine.runner.checkpoint import _load_checkpoint
 
 TOOLS = osp.join(REPO_ROOT, 'tools')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

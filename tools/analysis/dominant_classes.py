@@ -30,6 +30,8 @@ from mmseg_esl.visualization.analysis_inputs import (
     AnalysisError,
     ImageSource,
     add_common_arguments,
+    add_overlay_arguments,
+    check_overlay_arguments,
     load_config,
     load_model,
     require_esl,
@@ -54,9 +56,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add_common_arguments(parser, num_images=4, out='work_dirs/analysis/dominant_classes.png')
     parser.add_argument('--eta', type=float, default=None,
                         help='η of Eq. 4 (default: the model\'s semi_train_cfg.loss_unsup.eta)')
-    parser.add_argument('--alpha', type=float, default=0.5, help='opacity of the colours (default: 0.5)')
-    parser.add_argument('--scale', type=int, default=None,
-                        help='integer enlargement of the panels (default: about 256 px per panel)')
+    add_overlay_arguments(parser, alpha=0.5, what='colours')
     return parser.parse_args(argv)
 
 
@@ -65,10 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     if args.eta is not None and not 0.0 < args.eta <= 1.0:
         raise AnalysisError(f'--eta must be in (0, 1], got {args.eta}')
-    if not 0.0 <= args.alpha <= 1.0:
-        raise AnalysisError(f'--alpha must be in [0, 1], got {args.alpha}')
-    if args.scale is not None and args.scale < 1:
-        raise AnalysisError(f'--scale must be an integer >= 1, got {args.scale}')
+    check_overlay_arguments(args)
     cfg = load_config(args.config, args.cfg_options, data_root=args.data_root)
     require_esl(cfg, args.config, TOOL)
     source = ImageSource(cfg, split=args.split, img_dir=args.img_dir, num_images=args.num_images, ids=args.ids)

@@ -33,6 +33,8 @@ from mmseg_esl.visualization.analysis_inputs import (
     AnalysisError,
     ImageSource,
     add_common_arguments,
+    add_overlay_arguments,
+    check_overlay_arguments,
     class_names,
     load_config,
     load_model,
@@ -58,9 +60,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'default), or always one of them')
     parser.add_argument('--classes', nargs='+',
                         help='colour only these classes (names or indices); the other pixels get no part colour')
-    parser.add_argument('--alpha', type=float, default=0.6, help='opacity of the overlay (default: 0.6)')
-    parser.add_argument('--scale', type=int, default=None,
-                        help='integer enlargement of the panels (default: about 256 px per panel)')
+    add_overlay_arguments(parser, alpha=0.6, what='overlay')
     return parser.parse_args(argv)
 
 
@@ -83,10 +83,7 @@ def contrast_loss_with_prototypes(model: torch.nn.Module, config: str, checkpoin
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Runs the tool; returns what it wrote into the JSON file."""
     args = parse_args(argv)
-    if not 0.0 <= args.alpha <= 1.0:
-        raise AnalysisError(f'--alpha must be in [0, 1], got {args.alpha}')
-    if args.scale is not None and args.scale < 1:
-        raise AnalysisError(f'--scale must be an integer >= 1, got {args.scale}')
+    check_overlay_arguments(args)
     cfg = load_config(args.config, args.cfg_options, data_root=args.data_root)
     require_esl(cfg, args.config, TOOL)
     source = ImageSource(cfg, split=args.split, img_dir=args.img_dir, num_images=args.num_images, ids=args.ids)

@@ -7,7 +7,6 @@ one test uses the real ``PixelPartContrastLoss``. The runner is a namespace with
 """
 import logging
 import os.path as osp
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from typing import List, Optional, Tuple
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT, clean_env
+from conftest import REPO_ROOT, clean_env, free_port
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
@@ -330,12 +329,6 @@ WORKER = textwrap.dedent('''
                 'counts': reservoir.counts(), 'samples': [reservoir.samples(c) for c in range(4)]}, out)
     dist.destroy_process_group()
 ''')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

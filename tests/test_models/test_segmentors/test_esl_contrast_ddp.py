@@ -5,14 +5,13 @@ same prototypes (Eq. 12 all-reduces sums and counts) and the same teacher (EMA o
 The model has no BatchNorm: with plain BN the students' running statistics differ per rank and the teacher
 copies them (see EMATeacherHook); that is a separate matter from the contrastive state tested here.
 """
-import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import clean_env
+from conftest import clean_env, free_port
 
 WORKER = textwrap.dedent('''
     import sys
@@ -75,12 +74,6 @@ WORKER = textwrap.dedent('''
                     anchors=losses['contrast.anchors'].item()), out)
     dist.destroy_process_group()
 ''')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

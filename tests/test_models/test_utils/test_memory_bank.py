@@ -1,5 +1,4 @@
 """PartMemoryBank: FIFO queues in buffers, vectorised enqueue, positive/negative sampling, and a real 2-rank DDP run."""
-import socket
 import subprocess
 import sys
 import textwrap
@@ -7,7 +6,7 @@ from collections import deque
 
 import pytest
 import torch
-from conftest import clean_env
+from conftest import clean_env, free_port
 
 from mmseg_esl.models.utils import PartMemoryBank
 
@@ -406,12 +405,6 @@ WORKER = textwrap.dedent('''
     torch.save({'state': bank.state_dict(), 'inputs': inputs}, out)
     dist.destroy_process_group()
 ''')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -1,5 +1,4 @@
 """Per-class pixel reservoir and K-means subclass prototypes (ESL §3.3, before the formal training)."""
-import socket
 import subprocess
 import sys
 import textwrap
@@ -7,7 +6,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import clean_env
+from conftest import clean_env, free_port
 from sklearn.cluster import KMeans
 
 from mmseg_esl.models.utils.prototypes import ClassPixelReservoir, kmeans_prototypes
@@ -255,12 +254,6 @@ MERGE_WORKER = textwrap.dedent('''
     torch.save(result, out)
     dist.destroy_process_group()
 ''')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def run_workers(tmp_path, script_text: str, world_size: int = 2, timeout: float = 120) -> list:
