@@ -26,7 +26,7 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
 
-BUFFER_POLICIES = ('copy', 'ema')
+BUFFER_POLICIES = ('copy', 'ema', 'own')
 _MAX_LISTED = 5  # how many mismatching names an error message lists
 
 
@@ -126,7 +126,8 @@ def ema_update_(teacher: nn.Module, student: nn.Module, decay: float, buffers: s
         decay: Weight kept by the teacher, in [0, 1].
         buffers: Policy for buffers (BN ``running_mean``/``running_var``/``num_batches_tracked``): ``'copy'``
             sets teacher buffers to the student's; ``'ema'`` averages floating-point buffers with the same
-            ``decay`` and copies the others (integer counters cannot be averaged).
+            ``decay`` and copies the others (integer counters cannot be averaged); ``'own'`` leaves them
+            alone (the teacher estimates its own statistics, see :class:`EMATeacherHook`).
 
     Raises:
         ValueError: on a ``decay`` outside [0, 1], an unknown ``buffers`` policy, or mismatching names/shapes.
@@ -143,7 +144,7 @@ def ema_update_(teacher: nn.Module, student: nn.Module, decay: float, buffers: s
     _lerp_(params, decay)
     if buffers == 'copy':
         _copy_(bufs)
-    else:
+    elif buffers == 'ema':
         _lerp_([(t, s) for t, s in bufs if t.is_floating_point()], decay)
         _copy_([(t, s) for t, s in bufs if not t.is_floating_point()])
 
@@ -163,60 +164,56 @@ def average_buffers_(module: nn.Module) -> None:
 
 @HOOKS.register_module()
 class EMATeacherHook(Hook):
-    """Keeps ``model.teacher`` an exponential moving average of ``model.student`` (mean teacher, ESL §3.4).
+    """Drives the mean teacher of ESL (§3.4): a supervised-only phase, then ``teacher = EMA(student)``.
 
-    After every ``interval``-th optimizer step (``after_train_iter``)::
+    Schedule, with ``i = runner.iter`` in ``after_train_iter`` (0 after the first optimizer step),
+    ``S = sup_only_iters`` and ``F = S + copy_iters``::
 
-        teacher = d_i * teacher + (1 - d_i) * student
-        d_i = min(1 - 1 / (i + 1), decay)   if warmup else   decay
+        i <  S:   supervised only: model.semi_supervised = False (no teacher pass, no unlabeled or
+                  contrastive term); the teacher follows the student exactly (d_i = 0)
+        i <  F:   semi-supervised; the teacher is still the student (d_i = 0)
+        i >= F:   teacher = d_i * teacher + (1 - d_i) * student,  d_i = min(1 - 1 / (i - S + 1), decay)
 
-    where ``i`` is ``runner.iter`` as seen in ``after_train_iter``: the 0-based index of the iteration that just
-    finished, i.e. the number of optimizer steps completed *before* it (0 after the first step, so the first
-    update copies the student; 1 → 0.5; 9 → 0.9; the warm-up ends when ``1 - 1 / (i + 1) >= decay``, at
-    i = 99 for 0.99). This is U2PL's schedule. ``d_i`` depends on ``runner.iter`` only, not on a counter kept
-    in the hook, so it continues correctly after a resume. With ``interval > 1`` the decay is applied once per
-    update, so the teacher's horizon is about ``interval / (1 - decay)`` iterations; with gradient
-    accumulation set ``interval`` to the optimizer wrapper's ``accumulative_counts``.
+    With ``S = F = 0`` this is the warm-up of U2PL and of earlier versions of this hook. ``d_i`` depends on
+    ``runner.iter`` only, so a resume continues it exactly, across the phase boundary too.
 
-    Buffer policy: U2PL averages parameters only and its teacher runs its forward in train mode, so the
-    teacher's BatchNorm statistics come from its own batches. Our teacher is kept in eval mode (its predictions
-    are the pseudo-labels), so its BN buffers would never change and would stay at their initial values unless
-    the hook sets them (mmdet's ``MeanTeacherHook`` with its default ``skip_buffer=True`` has that problem).
-    The default ``'copy'`` gives the teacher the student's running statistics each step: they are already a
-    running average (BN momentum) of recent batches, the closest thing to what U2PL's train-mode teacher
-    computed, and they do not lag twice. ``'ema'`` averages floating buffers with ``d_i`` too (timm
-    ``ModelEmaV3``-style); integer buffers such as ``num_batches_tracked`` are always copied.
+    What U2PL (``train_semi.py``) does, and what differs here: in its first ``sup_only_epoch`` epochs (default 1)
+    the student trains on labeled images only, the unlabeled and contrastive losses are ``0 * rep.sum()``, and
+    its teacher is left at its initialisation (only a train-mode forward updates its BN statistics); U2PL
+    validates the student then. During the next epoch it sets ``t.data = s.data`` for every parameter at every
+    iteration, so the teacher *is* the student for that epoch; its EMA warm-up counter starts at the end of the
+    supervised phase, so when the copying stops (an epoch of >= 100 iterations) the decay is already 0.99.
+    ``sup_only_iters = copy_iters = <one epoch>`` reproduces that. Our differences: the teacher follows the
+    student during the supervised phase too, so that validation and ``predict_on='teacher'`` score a trained
+    model; ``copy_iters`` defaults to 0.
 
-    Start: in ``before_train`` the student/teacher pair is checked (same names and shapes, matched by name, no
-    shared tensors). If ``runner.iter == 0`` (a fresh run, also after ``load_from``) the teacher is set to the
-    student, parameters and buffers. If ``runner.iter > 0`` the run was resumed and the teacher, part of the
-    model's ``state_dict``, was restored from the checkpoint, so it is left alone.
+    Teacher BatchNorm statistics (``buffers``); the teacher stays in eval mode for everything else:
 
-    Eval mode: mmengine's train loops call ``model.train()`` every iteration, which would put the teacher back
-    in train mode (dropout on, BN using batch statistics). ``before_train_iter`` therefore calls
-    ``teacher.eval()``; this is a safety net, the segmentor is expected to keep its teacher in eval mode itself.
+    * ``'own'``: the teacher estimates its own: during its weak pass in ``ESLSegmentor.loss()`` its BN layers run
+      in train mode (the student's BN modes mirrored), normalising with the weak batch's statistics and updating
+      their running statistics, without gradients; the hook averages parameters only (U2PL's teacher keeps its
+      own statistics too, from a train-mode forward after the eval-mode pass that makes its pseudo labels).
+    * ``'copy'``: the student's running statistics are copied at every update; they belong to other weights.
+    * ``'ema'``: floating-point buffers averaged with ``d_i`` as the parameters (timm ``ModelEmaV3``).
 
-    Several processes (DDP): parameters are identical on every rank (DDP averages the gradients), buffers are
-    not: with plain BatchNorm each rank's running statistics come from its own images (mmengine wraps models
-    with ``broadcast_buffers=False``), so each rank's teacher would copy a different student and the ranks'
-    pseudo-labels would drift apart. With ``sync_buffers=True`` (default) the hook first averages the student's
-    floating-point buffers over the processes (one ``all_reduce`` of the BN statistics, as mmengine's
-    ``SyncBuffersHook`` does before validation) and writes the average back into the student, so that every
-    rank holds the same student and teacher. The paper's configs use SyncBN, whose running statistics are
-    already equal on all ranks: there the average changes nothing and costs one small all-reduce. (Our choice;
-    U2PL relies on SyncBN and does nothing here.)
+    ``'ema'`` is the default: on the demo's dev split it gave the best final teacher (MT-hard, seed 0: 63.7 vs
+    63.5 ``'copy'`` and 60.2 ``'own'``, docs/benchmarks.md); ``'ema'`` and ``'copy'`` tie within one seed's noise.
+    Every ``d_i = 0`` update copies buffers as well, so the teacher starts each phase as an exact copy.
 
-    Priority ``'NORMAL'`` runs ``after_train_iter`` before the ``CheckpointHook`` (``'VERY_LOW'``), so a saved
-    checkpoint holds a teacher and a student of the same iteration.
+    Under DDP with plain BN (``sync_buffers=True``) the student's floating-point buffers (and with ``'own'`` the
+    teacher's) are averaged over the processes before each update, so all ranks hold the same models. Priority
+    ``'NORMAL'``: the update runs before ``CheckpointHook``, so a checkpoint holds models of one iteration.
 
     Args:
-        decay: Weight kept by the teacher at each update, in [0, 1]. Defaults to 0.99, U2PL's ``ema_decay``; the
-            ESL paper gives no value for it (its θ = 0.99 is the prototype momentum of Eq. 12, set elsewhere).
-        warmup: Use ``min(1 - 1 / (i + 1), decay)`` instead of ``decay``. Defaults to True.
-        buffers: ``'copy'`` or ``'ema'``, see above. Defaults to ``'copy'``.
-        interval: Update every ``interval`` iterations (when ``(runner.iter + 1) % interval == 0``). Defaults to 1.
-        sync_buffers: Under DDP, average the student's floating-point buffers over the processes before each
-            update (see above). Defaults to True.
+        decay: Weight kept by the teacher, in [0, 1]; 0.99 is U2PL's ``ema_decay`` (the paper gives none; its
+            θ = 0.99 is the prototype momentum of Eq. 12, set in the contrastive loss).
+        warmup: Use ``min(1 - 1 / (i - S + 1), decay)`` instead of ``decay``.
+        buffers: ``'ema'``, ``'copy'`` or ``'own'``, see above.
+        interval: After the copy phase, update every ``interval`` iterations (``(i + 1) % interval == 0``);
+            set it to the optimizer wrapper's ``accumulative_counts`` with gradient accumulation.
+        sync_buffers: Under DDP, average floating-point buffers over processes before each update.
+        sup_only_iters: Iterations ``S`` of the supervised-only phase (U2PL: one epoch).
+        copy_iters: Further iterations during which the teacher is the student (U2PL: one epoch).
 
     Raises:
         ValueError: on an out-of-range or ill-typed argument, naming it.
@@ -224,45 +221,45 @@ class EMATeacherHook(Hook):
 
     priority = 'NORMAL'
 
-    def __init__(self, *, decay: float = 0.99, warmup: bool = True, buffers: str = 'copy', interval: int = 1,
-                 sync_buffers: bool = True) -> None:
+    def __init__(self, *, decay: float = 0.99, warmup: bool = True, buffers: str = 'ema', interval: int = 1,
+                 sync_buffers: bool = True, sup_only_iters: int = 0, copy_iters: int = 0) -> None:
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay <= 1.0:
             raise ValueError(f'EMATeacherHook: decay must be a number in [0, 1], got decay={decay!r}')
-        if not isinstance(warmup, bool):
-            raise ValueError(f'EMATeacherHook: warmup must be a bool, got warmup={warmup!r}')
+        for name, value in (('warmup', warmup), ('sync_buffers', sync_buffers)):
+            if not isinstance(value, bool):
+                raise ValueError(f'EMATeacherHook: {name} must be a bool, got {name}={value!r}')
         if buffers not in BUFFER_POLICIES:
             raise ValueError(f'EMATeacherHook: buffers must be one of {BUFFER_POLICIES}, got buffers={buffers!r}')
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ValueError(f'EMATeacherHook: interval must be an int >= 1, got interval={interval!r}')
-        if not isinstance(sync_buffers, bool):
-            raise ValueError(f'EMATeacherHook: sync_buffers must be a bool, got sync_buffers={sync_buffers!r}')
+        for name, value, low in (('interval', interval, 1), ('sup_only_iters', sup_only_iters, 0),
+                                 ('copy_iters', copy_iters, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f'EMATeacherHook: {name} must be an int >= {low}, got {name}={value!r}')
         self.decay = float(decay)
-        self.sync_buffers = sync_buffers
         self.warmup = warmup
         self.buffers = buffers
         self.interval = interval
+        self.sync_buffers = sync_buffers
+        self.sup_only_iters = sup_only_iters
+        self.copy_iters = copy_iters
 
     def decay_at(self, iteration: int) -> float:
-        """The decay used by the update after iteration ``iteration`` (``runner.iter`` in ``after_train_iter``).
-
-        Args:
-            iteration: 0-based index of the iteration that just finished.
-
-        Returns:
-            ``min(1 - 1 / (iteration + 1), decay)`` with warm-up, else ``decay``.
-        """
+        """``d_i`` of the update after iteration ``iteration`` (``runner.iter`` in ``after_train_iter``)."""
         if iteration < 0:
             raise ValueError(f'iteration must be >= 0, got iteration={iteration!r}')
+        if iteration < self.sup_only_iters + self.copy_iters:
+            return 0.0
         if not self.warmup:
             return self.decay
-        return min(1.0 - 1.0 / (iteration + 1), self.decay)
+        return min(1.0 - 1.0 / (iteration - self.sup_only_iters + 1), self.decay)
 
     @staticmethod
-    def _student_teacher(runner) -> Tuple[nn.Module, nn.Module]:
-        """``(student, teacher)`` of the runner's model, unwrapped from a model wrapper (DDP) if needed."""
+    def _model(runner) -> nn.Module:
         model = runner.model
-        if is_model_wrapper(model):
-            model = model.module
+        return model.module if is_model_wrapper(model) else model
+
+    def _student_teacher(self, runner) -> Tuple[nn.Module, nn.Module]:
+        """``(student, teacher)`` of the runner's model, unwrapped from a model wrapper (DDP) if needed."""
+        model = self._model(runner)
         student: Optional[nn.Module] = getattr(model, 'student', None)
         teacher: Optional[nn.Module] = getattr(model, 'teacher', None)
         if not isinstance(student, nn.Module) or not isinstance(teacher, nn.Module):
@@ -272,9 +269,19 @@ class EMATeacherHook(Hook):
         return student, teacher
 
     def before_train(self, runner) -> None:
-        """Checks the student/teacher pair; on a fresh run (``runner.iter == 0``) sets teacher := student."""
+        """Checks the pair and the model's switches; on a fresh run (``runner.iter == 0``) teacher := student."""
         student, teacher = self._student_teacher(runner)
         check_teacher_student(teacher, student)
+        model = self._model(runner)
+        needs = []
+        if self.sup_only_iters and not hasattr(model, 'semi_supervised'):
+            needs.append(('semi_supervised', f'sup_only_iters={self.sup_only_iters}'))
+        if self.buffers == 'own' and not hasattr(model, 'teacher_own_bn_stats'):
+            needs.append(('teacher_own_bn_stats', "buffers='own'"))
+        if needs:
+            raise TypeError(f'EMATeacherHook({", ".join(r for _, r in needs)}) needs a model with the switch(es) '
+                            f'{", ".join(repr(n) for n, _ in needs)} (ESLSegmentor has them); '
+                            f"{type(model).__name__} has not. Use buffers='copy' and sup_only_iters=0 with it.")
         trainable = [n for n, p in teacher.named_parameters() if p.requires_grad]
         if trainable:
             print_log(f'EMATeacherHook: teacher parameters require grad ({_first(trainable)}); the teacher should '
@@ -287,15 +294,23 @@ class EMATeacherHook(Hook):
                       logger='current')
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        """Puts the teacher back in eval mode after the loop's ``model.train()`` (safety net)."""
+        """Sets the model's phase switches from ``runner.iter``; keeps the teacher in eval mode."""
         _, teacher = self._student_teacher(runner)
         teacher.eval()
+        model = self._model(runner)
+        if hasattr(model, 'semi_supervised'):
+            model.semi_supervised = runner.iter >= self.sup_only_iters
+        if hasattr(model, 'teacher_own_bn_stats'):
+            model.teacher_own_bn_stats = self.buffers == 'own'
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        """Every ``interval`` iterations: ``teacher = d_i * teacher + (1 - d_i) * student``, ``i = runner.iter``."""
-        if not self.every_n_train_iters(runner, self.interval):
+        """``teacher = d_i * teacher + (1 - d_i) * student`` when due (every iteration while ``d_i = 0``)."""
+        copying = runner.iter < self.sup_only_iters + self.copy_iters
+        if not copying and not self.every_n_train_iters(runner, self.interval):
             return
         student, teacher = self._student_teacher(runner)
         if self.sync_buffers:
             average_buffers_(student)
+            if self.buffers == 'own':
+                average_buffers_(teacher)
         ema_update_(teacher, student, self.decay_at(runner.iter), self.buffers)

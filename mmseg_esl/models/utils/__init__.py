@@ -1,4 +1,5 @@
 """Model-side helpers shared by segmentors and losses: CutMix, the part memory bank, prototype K-means."""
+from .batch_norm import batch_norm_modes_of
 from .cutmix import (
     CutMixParams,
     box_masks,
@@ -14,6 +15,7 @@ from .prototypes import ClassPixelReservoir, kmeans_prototypes
 
 __all__ = [
     'ClassPixelReservoir',
+    'batch_norm_modes_of',
     'CutMixParams',
     'PartMemoryBank',
     'box_masks',

@@ -191,7 +191,7 @@ def test_before_train_initialises_teacher_on_fresh_run():
     model = ToyPair()
     with torch.no_grad():
         model.student[1].running_mean.fill_(4.0)
-    EMATeacherHook().before_train(SimpleNamespace(model=model, iter=0))
+    EMATeacherHook(buffers='copy').before_train(SimpleNamespace(model=model, iter=0))
     for (name, t), s in zip(model.teacher.state_dict().items(), model.student.state_dict().values()):
         assert torch.equal(t, s), name
 
@@ -199,7 +199,7 @@ def test_before_train_initialises_teacher_on_fresh_run():
 def test_before_train_keeps_teacher_on_resume():
     model = ToyPair()
     teacher_before = copy.deepcopy(model.teacher.state_dict())
-    EMATeacherHook().before_train(SimpleNamespace(model=model, iter=5))
+    EMATeacherHook(buffers='copy').before_train(SimpleNamespace(model=model, iter=5))
     for name, t in model.teacher.state_dict().items():
         assert torch.equal(t, teacher_before[name]), name
     assert not torch.equal(model.teacher[0].weight, model.student[0].weight)
@@ -210,15 +210,15 @@ def test_before_train_rejects_mismatched_pair():
     model.teacher = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 1),
                                   nn.Conv2d(1, 1, 1))
     with pytest.raises(ValueError, match=r'only in teacher: \[4\.bias, 4\.weight\]'):
-        EMATeacherHook().before_train(SimpleNamespace(model=model, iter=0))
+        EMATeacherHook(buffers='copy').before_train(SimpleNamespace(model=model, iter=0))
     del model.teacher
     with pytest.raises(TypeError, match='`student` and `teacher`'):
-        EMATeacherHook().before_train(SimpleNamespace(model=model, iter=0))
+        EMATeacherHook(buffers='copy').before_train(SimpleNamespace(model=model, iter=0))
 
 
 def test_after_train_iter_uses_runner_iter_and_interval():
     model = ToyPair()
-    hook = EMATeacherHook(decay=0.9, interval=2)
+    hook = EMATeacherHook(decay=0.9, interval=2, buffers='copy')
     hook.before_train(SimpleNamespace(model=model, iter=0))
     with torch.no_grad():
         model.student[0].bias.fill_(1.0)
@@ -279,7 +279,7 @@ def make_runner(tmp_path, model: ToyPair, record: RecordHook, max_iters: int, ho
 
 def test_runner_teacher_is_ema_of_student(tmp_path):
     model, record = ToyPair(), RecordHook()
-    runner = make_runner(tmp_path, model, record, 3, dict(type='EMATeacherHook', decay=0.5, warmup=False))
+    runner = make_runner(tmp_path, model, record, 3, dict(type='EMATeacherHook', decay=0.5, warmup=False, buffers='copy'))
     assert any(isinstance(h, EMATeacherHook) for h in runner.hooks)
     student_params = {id(p) for p in runner.model.student.parameters()}
     optimizer_params = {id(p) for g in runner.optim_wrapper.optimizer.param_groups for p in g['params']}
@@ -303,7 +303,7 @@ def test_runner_teacher_is_ema_of_student(tmp_path):
 
 
 def test_runner_resume_keeps_teacher(tmp_path):
-    hook_cfg = dict(type='EMATeacherHook', decay=0.9, warmup=True)
+    hook_cfg = dict(type='EMATeacherHook', decay=0.9, warmup=True, buffers='copy')
     first, record_first = ToyPair(), RecordHook()
     make_runner(tmp_path / 'a', first, record_first, 3, hook_cfg).train()
     assert osp.isfile(tmp_path / 'a' / 'iter_2.pth')
@@ -316,3 +316,84 @@ def test_runner_resume_keeps_teacher(tmp_path):
     assert runner.iter == 3 and len(record_second.teachers) == 1
     for name, t in record_first.teachers[-1].items():
         torch.testing.assert_close(second.teacher.state_dict()[name], t, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Phases: supervised only, copy, EMA with the warm-up restarted; the teacher's own BN statistics
+# ---------------------------------------------------------------------------------------------------------------
+def test_decay_schedule_with_phases():
+    hook = EMATeacherHook(decay=0.9, sup_only_iters=3, copy_iters=2)
+    assert [hook.decay_at(i) for i in range(5)] == [0.0] * 5  # supervised only (0-2), then the teacher copies (3-4)
+    # The warm-up counts from the end of the supervised phase (U2PL): i - 3 + 1.
+    assert hook.decay_at(5) == pytest.approx(1 - 1 / 3)
+    assert hook.decay_at(6) == pytest.approx(0.75)
+    assert hook.decay_at(100) == 0.9
+    assert EMATeacherHook(decay=0.9, sup_only_iters=3, warmup=False).decay_at(3) == 0.9
+
+
+@pytest.mark.parametrize('kwargs, key', [
+    (dict(sup_only_iters=-1), 'sup_only_iters=-1'), (dict(sup_only_iters=2.0), 'sup_only_iters=2.0'),
+    (dict(copy_iters=True), 'copy_iters=True'),
+])
+def test_invalid_phase_args(kwargs, key):
+    with pytest.raises(ValueError, match=key.replace('.', r'\.')):
+        EMATeacherHook(**kwargs)
+
+
+class SwitchedPair(ToyPair):
+    """ToyPair with ESLSegmentor's switches: records them at each forward; with own BN statistics the teacher's
+    BN runs in train mode on the batch (as ESLSegmentor's weak pass does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.semi_supervised = True
+        self.teacher_own_bn_stats = False
+        self.switches: List[tuple] = []
+
+    def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'loss') -> Dict[str, torch.Tensor]:
+        self.switches.append((self.semi_supervised, self.teacher_own_bn_stats))
+        if self.teacher_own_bn_stats and self.semi_supervised:
+            self.teacher[1].train()
+            with torch.no_grad():
+                self.teacher(inputs)
+            self.teacher[1].eval()
+        out = self.student(inputs)
+        return dict(loss=(out - inputs.mean(1, keepdim=True)).pow(2).mean())
+
+
+def test_runner_phases_copy_then_restart_the_warmup(tmp_path):
+    model, record = SwitchedPair(), RecordHook()
+    hook_cfg = dict(type='EMATeacherHook', decay=0.9, sup_only_iters=2, copy_iters=1, buffers='copy')
+    make_runner(tmp_path, model, record, 5, hook_cfg).train()
+    assert model.switches == [(False, False), (False, False), (True, False), (True, False), (True, False)]
+    s = record.students  # s[k] = the student after k optimizer steps
+    for k in (1, 2, 3):  # iterations 0-1 supervised only, 2 copying: the teacher IS the student
+        for name, t in record.teachers[k - 1].items():
+            assert torch.equal(t, s[k][name]), (k, name)
+    # Iteration 3: d = 1 - 1 / (3 - 2 + 1) = 0.5 (the warm-up restarted at 2; without it 1 - 1/4 = 0.75);
+    # iteration 4: d = 1 - 1/3.
+    for name, _ in model.student.named_parameters():
+        t3 = 0.5 * s[3][name] + 0.5 * s[4][name]
+        torch.testing.assert_close(record.teachers[3][name], t3, msg=name)
+        torch.testing.assert_close(record.teachers[4][name], (2 / 3) * t3 + (1 / 3) * s[5][name], msg=name)
+
+
+def test_runner_own_bn_statistics_are_left_to_the_teacher(tmp_path):
+    model, record = SwitchedPair(), RecordHook()
+    hook_cfg = dict(type='EMATeacherHook', decay=0.5, warmup=False, sup_only_iters=1, buffers='own')
+    make_runner(tmp_path, model, record, 3, hook_cfg).train()
+    assert model.switches == [(False, True), (True, True), (True, True)]
+    # After the supervised iteration the teacher copied everything, buffers included ...
+    assert torch.equal(record.teachers[0]['1.running_mean'], record.students[1]['1.running_mean'])
+    # ... then its BN statistics are its own: one momentum step per teacher forward, not the student's.
+    assert record.teachers[2]['1.num_batches_tracked'].item() == record.students[1]['1.num_batches_tracked'].item() + 2
+    assert not torch.equal(record.teachers[2]['1.running_mean'], record.students[3]['1.running_mean'])
+    assert not model.teacher.training
+
+
+def test_switches_are_required_only_when_used():
+    hook = EMATeacherHook(buffers='own', sup_only_iters=5)
+    with pytest.raises(TypeError, match=r"EMATeacherHook\(sup_only_iters=5, buffers='own'\) needs a model with "
+                                        r"the switch\(es\) 'semi_supervised', 'teacher_own_bn_stats'"):
+        hook.before_train(SimpleNamespace(model=ToyPair(), iter=0))
+    EMATeacherHook(buffers='copy').before_train(SimpleNamespace(model=ToyPair(), iter=0))
