@@ -79,5 +79,7 @@ val_dataloader = dict(
         data_prefix=dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+# SemiIoUMetric = mmseg's IoUMetric of the predicting model (mIoU, ...) and, during training, of the teacher and
+# the student (teacher/mIoU, student/mIoU: ESLSegmentor.val_step predicts with both); tools/test.py: the first only.
+val_evaluator = dict(type='SemiIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

@@ -39,3 +39,7 @@ prototype_dataloader = dict(
     dataset=dict(split_dataset, split_file='ImageSets/Segmentation/labeled.txt',
                  pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
                            dict(type='PackSegInputs', meta_keys=meta_keys)]))
+# Validation during training scores teacher and student (ESLSegmentor.val_step): keys mIoU (the predict_on model),
+# teacher/mIoU, student/mIoU. tools/test.py scores the predict_on model only.
+val_evaluator = dict(type='SemiIoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator

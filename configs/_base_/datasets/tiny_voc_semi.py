@@ -62,3 +62,6 @@ prototype_dataloader = dict(
             dict(type='LoadAnnotations'),
             dict(type='PackSegInputs', meta_keys=meta_keys),
         ]))
+# Validation scores the predicting model and, during training, teacher and student (SemiIoUMetric).
+val_evaluator = dict(type='SemiIoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -41,6 +42,7 @@ from mmseg.utils import OptConfigType, OptSampleList, SampleList, add_prefix
 from torch import Tensor
 
 from ..decode_heads.projector_head import DecodeFeatureTap
+from ..utils.batch_norm import batch_norm_modes_of
 from ..utils.cutmix import cutmix, cutmix_masks, derangement, resize_mask, sample_cutmix_boxes
 
 #: Defaults of ``semi_train_cfg``; every key can be overridden in the config.
@@ -117,7 +119,16 @@ class ESLSegmentor(BaseSegmentor):
         projector: Config of the projector head P built into student and teacher (as ``.projector``) when the
             contrastive term is on; default :data:`DEFAULT_PROJECTOR`. Missing ``in_channels`` is the decode
             head's classifier input channels, missing ``norm_cfg`` the decode head's ``norm_cfg``.
-        semi_test_cfg: ``dict(predict_on='teacher' | 'student')``; default teacher (the EMA model).
+        semi_test_cfg: ``predict_on``: ``'teacher'`` (default, the EMA model) or ``'student'``, the model that
+            ``predict`` (``tools/test.py``, inference) uses; ``val_both`` (default True): every validation during
+            training predicts with both models, for ``SemiIoUMetric``'s ``teacher/*`` and ``student/*`` keys.
+
+    Switches set by ``EMATeacherHook`` before each iteration (public, plain attributes):
+
+    * ``semi_supervised`` (default True): False trains the supervised term only (no teacher pass, no unlabeled
+      or contrastive loss): the supervised-only phase.
+    * ``teacher_own_bn_stats`` (default False): True runs the teacher's weak pass with its BN layers in the
+      student's modes, so the teacher normalises with, and keeps running statistics of, its own batches.
         data_preprocessor: Overrides the wrapped segmentor's data preprocessor.
         train_cfg: If not None, replaces the wrapped segmentor's ``train_cfg`` (mmseg tools set it).
         test_cfg: If not None, replaces the wrapped segmentor's ``test_cfg``.
@@ -152,9 +163,17 @@ class ESLSegmentor(BaseSegmentor):
                 self._taps[name].enabled = False
 
         self.unsup_loss = MODELS.build(self.semi_train_cfg.loss_unsup)
-        self.predict_on = (semi_test_cfg or {}).get('predict_on', 'teacher')
+        semi_test_cfg = dict(semi_test_cfg or {})
+        self.predict_on = semi_test_cfg.pop('predict_on', 'teacher')
         if self.predict_on not in ('teacher', 'student'):
             raise ValueError(f"semi_test_cfg.predict_on must be 'teacher' or 'student', got {self.predict_on!r}.")
+        self.val_both = semi_test_cfg.pop('val_both', True)
+        if not isinstance(self.val_both, bool):
+            raise ValueError(f'semi_test_cfg.val_both must be True or False, got {self.val_both!r}.')
+        if semi_test_cfg:
+            raise KeyError(f'Unknown semi_test_cfg key(s) {sorted(semi_test_cfg)}; known: predict_on, val_both.')
+        self.semi_supervised = True
+        self.teacher_own_bn_stats = False
 
     def _check_num_classes(self, loss_cfg: Optional[dict]) -> None:
         """Decode head, auxiliary heads and an explicit ``loss_contrast.num_classes`` must agree on C.
@@ -238,6 +257,24 @@ class ESLSegmentor(BaseSegmentor):
 
     def _forward(self, inputs: Tensor, data_samples: OptSampleList = None) -> Tensor:
         return self.inference_model._forward(inputs, data_samples)
+
+    def val_step(self, data) -> SampleList:
+        """``predict`` with ``predict_on``; with ``val_both`` also ``teacher_pred_sem_seg``/``student_pred_sem_seg``.
+
+        Only validation during training (mmengine's ``ValLoop``) calls ``val_step``; ``tools/test.py`` and
+        benchmarks call ``test_step``, which runs the ``predict_on`` model alone.
+        """
+        data = self.data_preprocessor(data, False)
+        if not self.val_both:
+            return self._run_forward(data, mode='predict')
+        other = 'student' if self.predict_on == 'teacher' else 'teacher'
+        other_samples = copy.deepcopy(data['data_samples'])
+        samples = self._run_forward(data, mode='predict')
+        others = getattr(self, other).predict(data['inputs'], other_samples)
+        for sample, other_sample in zip(samples, others):
+            sample.set_field(sample.pred_sem_seg, f'{self.predict_on}_pred_sem_seg')
+            sample.set_field(other_sample.pred_sem_seg, f'{other}_pred_sem_seg')
+        return samples
 
     # ----------------------------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> ESLSegmentor:
@@ -394,18 +431,45 @@ class ESLSegmentor(BaseSegmentor):
                 tap.enabled = False
                 tap.features = None
 
+    def _supervised_losses(self, feats: List[Tensor], logits: Tensor,
+                           labeled_samples: SampleList) -> Dict[str, Tensor]:
+        """L_CE (Eq. 2): the student's decode-head (+ auxiliary) losses on the first ``N_l`` images."""
+        num_labeled = len(labeled_samples)
+        losses = add_prefix(self.student.decode_head.loss_by_feat(logits[:num_labeled], labeled_samples), 'decode')
+        if self.student.with_auxiliary_head:
+            losses.update(self.student._auxiliary_head_forward_train(
+                [f[:num_labeled] for f in feats], labeled_samples))
+        return losses
+
+    def _supervised_only_loss(self, inputs: Tensor, labeled_samples: SampleList) -> Dict[str, Tensor]:
+        """The supervised-only phase: L_CE on the labeled images; the unlabeled ones are not used.
+
+        With the contrastive term the projector still runs, in a loss of exactly 0 (U2PL's ``0 * rep.sum()``),
+        so that DDP sees a gradient for every parameter.
+        """
+        feats = self.student.extract_feat(inputs)
+        losses = self._supervised_losses(feats, self.student.decode_head.forward(feats), labeled_samples)
+        if self.contrast_loss is not None:
+            z_s = self._embed(self.student, self.contrast_size(*inputs.shape[2:]))
+            losses[f'contrast.{self.contrast_loss.loss_name}'] = z_s.sum() * 0.0
+        return losses
+
     def _loss(self, inputs: Tensor, data_samples: SampleList) -> Dict[str, Tensor]:
         labeled, unlabeled, partners = self.split_batch(data_samples)
+        labeled_samples = [data_samples[i] for i in labeled]
+        if not self.semi_supervised:
+            return self._supervised_only_loss(inputs[labeled], labeled_samples)
         contrast = self.contrast_loss is not None
         height, width = inputs.shape[2:]
         num_labeled = len(labeled)
         pool = unlabeled + partners
         pool_samples = [data_samples[i] for i in pool]
-        labeled_samples = [data_samples[i] for i in labeled]
         x_pool = inputs[pool]
 
-        # Teacher on the weak views (Eq. 1): unlabeled images and partners, plus labeled images for Eq. 7-8.
-        with torch.no_grad():
+        # Teacher on the weak views (Eq. 1): unlabeled images and partners, plus labeled images for Eq. 7-8;
+        # with teacher_own_bn_stats its BN layers use (and keep running statistics of) this batch.
+        own_bn = batch_norm_modes_of(self.teacher, self.student) if self.teacher_own_bn_stats else nullcontext()
+        with torch.no_grad(), own_bn:
             t_inputs = torch.cat([inputs[labeled], x_pool]) if contrast else x_pool
             t_feats = self.teacher.extract_feat(t_inputs)
             t_logits = self.teacher.decode_head.forward(t_feats)
@@ -429,10 +493,7 @@ class ESLSegmentor(BaseSegmentor):
         # Student: one forward over labeled and mixed images.
         feats = self.student.extract_feat(torch.cat([inputs[labeled], x_mix]))
         logits = self.student.decode_head.forward(feats)
-        losses = add_prefix(self.student.decode_head.loss_by_feat(logits[:num_labeled], labeled_samples), 'decode')
-        if self.student.with_auxiliary_head:
-            losses.update(self.student._auxiliary_head_forward_train(
-                [f[:num_labeled] for f in feats], labeled_samples))
+        losses = self._supervised_losses(feats, logits, labeled_samples)
 
         # Dynamic soft label and soft cross-entropy (Eq. 3-6).
         logits_mix = resize(logits[num_labeled:], size=(height, width), mode='bilinear',

@@ -181,7 +181,7 @@ def test_tensorboard_config_writes_images_and_scalars(tmp_path):
     hook_index = types.index('PseudoLabelVisHook')
 
     data = str(tmp_path / 'data')
-    make_demo_dataset(data, num_labeled=4, num_unlabeled=4, num_val=2, image_size=64, seed=0)
+    make_demo_dataset(data, num_labeled=4, num_unlabeled=4, num_dev=0, num_val=2, image_size=64, seed=0)
     work_dir = str(tmp_path / 'work')
     iters = 4
     options = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
