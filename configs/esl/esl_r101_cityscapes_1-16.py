@@ -20,9 +20,12 @@ train_dataloader = dict(
     batch_size=3,  # per GPU: 1 labeled + 1 unlabeled + 1 CutMix partner
     sampler=dict(num_labeled=1, num_unlabeled=1),
     dataset=dict(datasets=[labeled, unlabeled]))
+# Supervised-only first epoch (U2PL's sup_only_epoch = 1): ceil(2,789 / 8) = 349 iterations; the EMA warm-up
+# restarts after it (EMATeacherHook).
+ema_teacher_hook = dict(_base_.ema_teacher_hook, sup_only_iters=349)
 # K-means prototypes (§3.3) from the same labeled images.
 custom_hooks = [
-    _base_.ema_teacher_hook,
+    ema_teacher_hook,
     dict(_base_.prototype_init_hook,
          dataloader=dict(_base_.prototype_dataloader, dataset=dict(labeled, pipeline=_base_.prototype_pipeline))),
     _base_.rng_state_hook,
