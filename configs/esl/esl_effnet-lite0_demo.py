@@ -9,7 +9,7 @@ model = dict(
         loss_contrast=dict(type='PixelPartContrastLoss', feat_channels=320, num_parts=5, loss_weight=0.1)),
     projector=dict(type='ProjectorHead', channels=64, out_channels=128))
 custom_hooks = [
-    dict(type='EMATeacherHook', decay=0.99),
+    _base_.ema_teacher_hook,
     dict(type='PrototypeInitHook', dataloader=_base_.prototype_dataloader, max_pixels_per_class=5000),
     dict(type='RNGStateHook'),
 ]

@@ -19,4 +19,8 @@ model = dict(
         loss_contrast=dict(num_parts=0)),
     semi_test_cfg=dict(predict_on='teacher'))
 optim_wrapper = dict(constructor='StudentOptimWrapperConstructor')
-custom_hooks = [dict(type='EMATeacherHook', decay=0.99), dict(type='RNGStateHook')]
+# Teacher schedule (EMATeacherHook): 125 supervised-only iterations (1/8 of the demo's 1000; ours, chosen on
+# the dev split: U2PL's analogue is one epoch of the unlabeled set, 250 iterations here), then student -> teacher
+# copy and EMA (theta = 0.99) with the warm-up restarted; BN statistics averaged like the weights ('ema', default).
+ema_teacher_hook = dict(type='EMATeacherHook', decay=0.99, sup_only_iters=125)
+custom_hooks = [ema_teacher_hook, dict(type='RNGStateHook')]

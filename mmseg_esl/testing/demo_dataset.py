@@ -10,10 +10,12 @@ Layout (as :func:`mmseg_esl.testing.make_tiny_voc`, readable by mmseg's ``BaseSe
     root/
       JPEGImages/<id>.jpg                 RGB, image_size x image_size, JPEG quality 90
       SegmentationClass/<id>.png          palette ("P" mode, VOC palette) PNGs, class index per pixel
-      ImageSets/Segmentation/labeled.txt  the first ``num_labeled`` training ids
+      ImageSets/Segmentation/dev.txt      the first ``num_dev`` training ids, held out of training: the split on
+                                          which hyper-parameters are chosen (never the validation set)
+      ImageSets/Segmentation/labeled.txt  the next ``num_labeled`` training ids
       ImageSets/Segmentation/unlabeled.txt  the other training ids (their PNGs are written too, to measure
                                           pseudo-label accuracy; they must never feed a training loss)
-      ImageSets/Segmentation/train.txt    labeled + unlabeled
+      ImageSets/Segmentation/train.txt    labeled + unlabeled (the "Full" upper bound trains on all of them)
       ImageSets/Segmentation/val.txt      separate validation images
 
 Labels are exact geometry: 0 = background, 1..6 = object classes. No ignore pixels (255) are written: the
@@ -55,7 +57,8 @@ Within one class all appearances are distinct (see :func:`shared_part_appearance
   Gaussian noise (sigma U(2, 8)), JPEG quality 90.
 
 Every image has its own generator seeded with ``(seed, split, index)``, so the files are bit-identical for a
-given seed and the validation images do not depend on ``num_labeled`` or ``num_unlabeled``.
+given seed, the validation images do not depend on the other counts, and the dev images (training indices
+``0 .. num_dev - 1``) not on ``num_labeled`` or ``num_unlabeled``.
 """
 from __future__ import annotations
 
@@ -410,15 +413,17 @@ def _write_split(path: str, ids: Sequence[str]) -> None:
         f.write(''.join(f'{i}\n' for i in ids))
 
 
-def make_demo_dataset(root: str, *, num_labeled: int = 40, num_unlabeled: int = 400, num_val: int = 100,
-                      image_size: int = 128, seed: int = 0) -> Dict[str, Any]:
+def make_demo_dataset(root: str, *, num_labeled: int = 20, num_unlabeled: int = 1000, num_dev: int = 300,
+                      num_val: int = 500, image_size: int = 128, seed: int = 0) -> Dict[str, Any]:
     """Writes the demo dataset under ``root`` (created if needed; files of the same ids are overwritten).
 
     Args:
         root: Output directory.
-        num_labeled: Training images listed in ``labeled.txt`` (ids ``demo_train_00000`` ...).
+        num_labeled: Training images listed in ``labeled.txt`` (ids ``demo_train_<num_dev>`` ...).
         num_unlabeled: Further training images, listed in ``unlabeled.txt``; their label PNGs are written too
             (to measure pseudo-label accuracy), but must never feed a training loss.
+        num_dev: Training images held out as the development split (``dev.txt``, ids ``demo_train_00000`` ...),
+            for choosing hyper-parameters; in no other split.
         num_val: Validation images (``val.txt``, ids ``demo_val_00000`` ...).
         image_size: Height and width of every image (at least 32).
         seed: Seed of the generator (>= 0); the same seed gives byte-identical files.
@@ -427,13 +432,14 @@ def make_demo_dataset(root: str, *, num_labeled: int = 40, num_unlabeled: int = 
         ``root``; ``counts`` ``{split: number of images}``; ``splits`` ``{split: ids}``; ``pixel_counts`` and
         ``pixel_fractions`` ``{split: {class name: pixels / fraction of the split's pixels}}``;
         ``image_counts`` ``{split: {class name: images containing the class}}``, for the splits
-        ``labeled``, ``unlabeled``, ``train`` (= labeled + unlabeled) and ``val``.
+        ``labeled``, ``unlabeled``, ``train`` (= labeled + unlabeled), ``dev`` (if ``num_dev > 0``) and ``val``.
 
     Raises:
         ValueError: If a count, the image size or the seed is out of range.
     """
     for name, value, low in (('num_labeled', num_labeled, 1), ('num_unlabeled', num_unlabeled, 0),
-                             ('num_val', num_val, 1), ('image_size', image_size, 32), ('seed', seed, 0)):
+                             ('num_dev', num_dev, 0), ('num_val', num_val, 1), ('image_size', image_size, 32),
+                             ('seed', seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f'{name} must be an integer >= {low}, got {value!r}.')
     image_dir, label_dir = osp.join(root, 'JPEGImages'), osp.join(root, 'SegmentationClass')
@@ -442,7 +448,7 @@ def make_demo_dataset(root: str, *, num_labeled: int = 40, num_unlabeled: int = 
         os.makedirs(path, exist_ok=True)
     palette = [v for rgb in voc_palette() for v in rgb]
     num_classes = len(DEMO_CLASSES)
-    ids = {'train': [f'demo_train_{i:05d}' for i in range(num_labeled + num_unlabeled)],
+    ids = {'train': [f'demo_train_{i:05d}' for i in range(num_dev + num_labeled + num_unlabeled)],
            'val': [f'demo_val_{i:05d}' for i in range(num_val)]}
     pixels = {split: np.zeros((len(names), num_classes), np.int64) for split, names in ids.items()}
     for split, names in ids.items():
@@ -454,10 +460,14 @@ def make_demo_dataset(root: str, *, num_labeled: int = 40, num_unlabeled: int = 
             png.putpalette(palette)
             png.save(osp.join(label_dir, f'{sample_id}.png'))
             pixels[split][index] = np.bincount(label.ravel(), minlength=num_classes)[:num_classes]
-    splits = {'labeled': ids['train'][:num_labeled], 'unlabeled': ids['train'][num_labeled:],
-              'train': ids['train'], 'val': ids['val']}
-    per_image = {'labeled': pixels['train'][:num_labeled], 'unlabeled': pixels['train'][num_labeled:],
-                 'train': pixels['train'], 'val': pixels['val']}
+    first_unlabeled = num_dev + num_labeled
+    splits = {'labeled': ids['train'][num_dev:first_unlabeled], 'unlabeled': ids['train'][first_unlabeled:],
+              'train': ids['train'][num_dev:], 'val': ids['val']}
+    per_image = {'labeled': pixels['train'][num_dev:first_unlabeled],
+                 'unlabeled': pixels['train'][first_unlabeled:], 'train': pixels['train'][num_dev:],
+                 'val': pixels['val']}
+    if num_dev:
+        splits['dev'], per_image['dev'] = ids['train'][:num_dev], pixels['train'][:num_dev]
     for name, names in splits.items():
         _write_split(osp.join(split_dir, f'{name}.txt'), names)
     stats: Dict[str, Any] = {'root': root, 'counts': {name: len(names) for name, names in splits.items()},

@@ -20,7 +20,7 @@ from mmseg_esl.testing import (
     voc_palette,
 )
 
-SMALL = dict(num_labeled=4, num_unlabeled=8, num_val=4)
+SMALL = dict(num_labeled=4, num_unlabeled=8, num_dev=3, num_val=4)
 APPEARANCES = tuple(DEMO_PART_APPEARANCES)
 
 
@@ -57,15 +57,18 @@ def test_constants_for_configs():
 def test_layout_and_splits(small_demo):
     root, stats = small_demo
     assert stats['root'] == root
-    assert stats['counts'] == {'labeled': 4, 'unlabeled': 8, 'train': 12, 'val': 4}
+    assert stats['counts'] == {'labeled': 4, 'unlabeled': 8, 'train': 12, 'dev': 3, 'val': 4}
     split_dir = osp.join(root, 'ImageSets', 'Segmentation')
     listed = {name: open(osp.join(split_dir, f'{name}.txt')).read().split()
-              for name in ('labeled', 'unlabeled', 'train', 'val')}
+              for name in ('labeled', 'unlabeled', 'train', 'dev', 'val')}
     assert listed == stats['splits']
-    labeled, unlabeled, train, val = (set(listed[n]) for n in ('labeled', 'unlabeled', 'train', 'val'))
-    assert len(labeled) == 4 and len(unlabeled) == 8 and len(val) == 4
+    labeled, unlabeled, train, dev, val = (set(listed[n]) for n in ('labeled', 'unlabeled', 'train', 'dev', 'val'))
+    assert len(labeled) == 4 and len(unlabeled) == 8 and len(dev) == 3 and len(val) == 4
     assert labeled | unlabeled == train and not labeled & unlabeled and not train & val
-    all_ids = train | val
+    # The dev split is carved from the training images (same generator) and held out of every training split.
+    assert listed['dev'] == ['demo_train_00000', 'demo_train_00001', 'demo_train_00002']
+    assert not dev & train and not dev & val
+    all_ids = train | dev | val
     assert {f[:-4] for f in os.listdir(osp.join(root, 'JPEGImages'))} == all_ids
     assert {f[:-4] for f in os.listdir(osp.join(root, 'SegmentationClass'))} == all_ids  # unlabeled PNGs too
 
@@ -73,7 +76,7 @@ def test_layout_and_splits(small_demo):
 def test_images_and_palette_labels(small_demo):
     root, stats = small_demo
     totals = np.zeros(len(DEMO_CLASSES), np.int64)
-    for sample_id in stats['splits']['train'] + stats['splits']['val']:
+    for sample_id in stats['splits']['train'] + stats['splits']['dev'] + stats['splits']['val']:
         image = Image.open(osp.join(root, 'JPEGImages', f'{sample_id}.jpg'))
         label = Image.open(osp.join(root, 'SegmentationClass', f'{sample_id}.png'))
         assert image.format == 'JPEG' and image.mode == 'RGB' and image.size == (128, 128)
@@ -84,9 +87,9 @@ def test_images_and_palette_labels(small_demo):
         assert (values == 0).any() and (values > 0).any()  # background and at least one object
         totals += np.bincount(values.ravel(), minlength=256)[:len(DEMO_CLASSES)]
     # The returned statistics are those of the files.
-    assert totals.tolist() == [stats['pixel_counts']['train'][c] + stats['pixel_counts']['val'][c]
+    assert totals.tolist() == [sum(stats['pixel_counts'][s][c] for s in ('train', 'dev', 'val'))
                                for c in DEMO_CLASSES]
-    for split in ('labeled', 'unlabeled', 'train', 'val'):
+    for split in ('labeled', 'unlabeled', 'train', 'dev', 'val'):
         assert sum(stats['pixel_fractions'][split].values()) == pytest.approx(1.0)
         assert sum(stats['pixel_counts'][split].values()) == stats['counts'][split] * 128 * 128
 
@@ -99,10 +102,11 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, small_demo):
     assert _tree_digest(str(tmp_path / 'other')) != _tree_digest(root)
 
 
-def test_val_set_does_not_depend_on_the_training_split_sizes(tmp_path, small_demo):
+@pytest.mark.parametrize('split', ['val', 'dev'])
+def test_val_and_dev_sets_do_not_depend_on_the_training_split_sizes(tmp_path, small_demo, split):
     root, _ = small_demo
-    make_demo_dataset(str(tmp_path), num_labeled=1, num_unlabeled=0, num_val=4, seed=0)
-    for sample_id in open(osp.join(root, 'ImageSets', 'Segmentation', 'val.txt')).read().split():
+    make_demo_dataset(str(tmp_path), num_labeled=1, num_unlabeled=0, num_dev=3, num_val=4, seed=0)
+    for sample_id in open(osp.join(root, 'ImageSets', 'Segmentation', f'{split}.txt')).read().split():
         for sub, ext in (('JPEGImages', 'jpg'), ('SegmentationClass', 'png')):
             with open(osp.join(root, sub, f'{sample_id}.{ext}'), 'rb') as a, \
                     open(tmp_path / sub / f'{sample_id}.{ext}', 'rb') as b:
@@ -155,6 +159,8 @@ def test_bad_arguments_are_refused(tmp_path):
         make_demo_dataset(str(tmp_path), num_labeled=0)
     with pytest.raises(ValueError, match='num_unlabeled must be an integer >= 0, got -1'):
         make_demo_dataset(str(tmp_path), num_unlabeled=-1)
+    with pytest.raises(ValueError, match='num_dev must be an integer >= 0, got -2'):
+        make_demo_dataset(str(tmp_path), num_dev=-2)
     with pytest.raises(ValueError, match='image_size must be an integer >= 32, got 16'):
         make_demo_dataset(str(tmp_path), image_size=16)
     with pytest.raises(ValueError, match=r'seed must be an integer >= 0, got 1.5'):
@@ -183,9 +189,9 @@ def test_mmseg_reads_the_dataset(small_demo):
 def test_cli_writes_and_summarises(tmp_path):
     out = str(tmp_path / 'demo')
     proc = run([sys.executable, osp.join(REPO_ROOT, 'tools', 'make_demo_dataset.py'), '--out', out,
-                '--num-labeled', '2', '--num-unlabeled', '3', '--num-val', '2', '--image-size', '64', '--seed', '3'],
-               cwd=str(tmp_path), timeout=120)
-    assert 'wrote 5 train (2 labeled, 3 unlabeled) and 2 val images of 64x64' in proc.stdout
+                '--num-labeled', '2', '--num-unlabeled', '3', '--num-dev', '2', '--num-val', '2', '--image-size', '64',
+                '--seed', '3'], cwd=str(tmp_path), timeout=120)
+    assert 'wrote 5 train (2 labeled, 3 unlabeled), 2 dev and 2 val images of 64x64' in proc.stdout
     assert all(cls in proc.stdout for cls in DEMO_CLASSES)
     assert open(osp.join(out, 'ImageSets', 'Segmentation', 'val.txt')).read().split() == \
         ['demo_val_00000', 'demo_val_00001']
@@ -197,8 +203,8 @@ def test_cli_writes_and_summarises(tmp_path):
 @pytest.mark.slow
 def test_default_size_has_every_class_in_every_split(tmp_path):
     stats = make_demo_dataset(str(tmp_path))
-    assert stats['counts'] == {'labeled': 40, 'unlabeled': 400, 'train': 440, 'val': 100}
-    for split in ('labeled', 'unlabeled', 'val'):
+    assert stats['counts'] == {'labeled': 20, 'unlabeled': 1000, 'train': 1020, 'dev': 300, 'val': 500}
+    for split in ('labeled', 'unlabeled', 'dev', 'val'):
         fractions = stats['pixel_fractions'][split]
         for cls in DEMO_CLASSES:
             assert fractions[cls] > 0.005, f'{cls} covers only {fractions[cls]:.2%} of {split}'

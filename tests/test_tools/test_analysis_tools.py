@@ -93,7 +93,7 @@ def demo(tmp_path_factory):
     """A small demo dataset, a 4-iteration ESL checkpoint and an untrained K = 0 (MT-DSL) checkpoint."""
     root = tmp_path_factory.mktemp('analysis')
     data = str(root / 'data')
-    make_demo_dataset(data, num_labeled=6, num_unlabeled=6, num_val=2, image_size=SIZE, seed=0)
+    make_demo_dataset(data, num_labeled=6, num_unlabeled=6, num_dev=0, num_val=2, image_size=SIZE, seed=0)
     work_dir = str(root / 'work')
     run([sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), ESL_CONFIG, '--work-dir', work_dir,
          '--cfg-options', *data_root_options(ESL_CONFIG, data), *SHRINK], cwd=str(root))

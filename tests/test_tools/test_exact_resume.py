@@ -12,6 +12,9 @@ and prototype updates every iteration, K-means prototypes before training), one 
 Compared: every logged value of every iteration (exact float equality), the images of every batch, and the
 final state (student, teacher, bank queues and pointers, prototypes), optimizer and RNG states. A control run
 without ``RNGStateHook`` shows the comparison is sensitive: it diverges at the first resumed iteration.
+
+The same comparison across the teacher's phase boundary: ``EMATeacherHook(sup_only_iters=6)``, stopped at 4,
+resumed: iterations 5-6 supervised only, then the copy and the semi-supervised iterations 7-8.
 """
 import glob
 import os.path as osp
@@ -29,6 +32,7 @@ TINY_ESL = osp.join(REPO_ROOT, 'configs', 'esl', 'tiny_esl_voc.py')
 TESTS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 N = 8
 HALF = N // 2
+SUP_ONLY = 6  # iterations of the supervised-only phase in phase_runs: the boundary lies after the stop
 
 
 def train(root, config, work_dir, data, max_iters, *extra):
@@ -60,6 +64,40 @@ def runs(tmp_path_factory):
                     osp.join(root, 'work_B', f'iter_{HALF}.pth'))
     return dict(root=root, out=out, resumed_log=resumed.stdout, control_log=control.stdout,
                 work_A=str(root / 'work_A'), work_B=str(root / 'work_B'))
+
+
+@pytest.fixture(scope='module')
+def phase_runs(tmp_path_factory):
+    """A (8 iterations) and B (stop at 4, resume) with a supervised-only phase that ends after the stop."""
+    root = tmp_path_factory.mktemp('exact_resume_phases')
+    data = str(root / 'data')
+    make_tiny_voc(data, num_train=8, num_val=2, num_labeled=2, seed=5)
+    phase = ('--cfg-options', f'custom_hooks.0.sup_only_iters={SUP_ONLY}')
+    out = {}
+    for name in ('A', 'B'):
+        out[name] = str(root / f'rec_{name}')
+        write_recorded_config(str(root / f'cfg_{name}.py'), TINY_ESL, out[name])
+    train(root, str(root / 'cfg_A.py'), str(root / 'work_A'), data, N, *phase)
+    train(root, str(root / 'cfg_B.py'), str(root / 'work_B'), data, HALF, *phase)
+    train(root, str(root / 'cfg_B.py'), str(root / 'work_B'), data, N, '--resume', *phase)
+    return out
+
+
+@pytest.mark.slow
+def test_resume_is_exact_across_the_supervised_only_phase_boundary(phase_runs):
+    full = read_records(phase_runs['A'])
+    resumed = read_records(phase_runs['B'])
+    assert [r['iter'] for r in resumed] == list(range(1, N + 1))
+    for record in full:  # the phase really switches at the configured iteration
+        semi = record['iter'] > SUP_ONLY
+        assert ('unsup.loss_dsl' in record['logs']) == semi, record
+        assert record['logs']['contrast.loss_ctr'] == 0.0 or semi
+    for a, b in zip(full, resumed):
+        assert a['samples'] == b['samples'] and a['logs'] == b['logs'], a['iter']
+    final_a = torch.load(osp.join(phase_runs['A'], 'final_rank0.pth'), weights_only=True)
+    final_b = torch.load(osp.join(phase_runs['B'], 'final_rank0.pth'), weights_only=True)
+    different = [k for k in final_a if not torch.equal(final_a[k], final_b[k])]
+    assert not different, different[:10]
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ data_preprocessor = dict(
     bgr_to_rgb=True,
     pad_val=0,
     seg_pad_val=255,
-    size=(128, 128))
+    size=(96, 96))  # = the demo's training crop (configs/_base_/datasets/esl_demo.py)
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
