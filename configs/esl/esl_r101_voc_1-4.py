@@ -15,9 +15,11 @@ train_dataloader = dict(
     batch_size=3,  # per GPU: 1 labeled + 1 unlabeled + 1 CutMix partner
     sampler=dict(num_labeled=1, num_unlabeled=1),
     dataset=dict(datasets=[labeled, unlabeled]))
-# Supervised-only first epoch (U2PL's sup_only_epoch = 1): ceil(10,216 / 8) = 1277 iterations; the EMA warm-up
-# restarts after it (EMATeacherHook).
-ema_teacher_hook = dict(_base_.ema_teacher_hook, sup_only_iters=1277)
+# Teacher schedule, U2PL's (train_semi.py; not in the paper): one epoch = ceil(10,216 / 8) = 1277 iterations
+# supervised only (sup_only_epoch = 1), one epoch with teacher = student, then EMA 0.99 with the warm-up counted
+# from the end of the supervised phase. Ours: the teacher also follows the student in the supervised phase, and its
+# BN statistics are averaged like its weights (buffers='ema', the hook's default; U2PL's teacher keeps its own).
+ema_teacher_hook = dict(_base_.ema_teacher_hook, sup_only_iters=1277, copy_iters=1277)
 # K-means prototypes (§3.3) from the same labeled images.
 custom_hooks = [
     ema_teacher_hook,

@@ -98,8 +98,11 @@ def test_table1_esl_config_has_the_paper_values(protocol, dataset, n_l, n_u, esl
     assert semi.cutmix.prob == 1.0  # CutMix is the strong view (§4.1)
     assert cfg.model.semi_test_cfg.predict_on == 'teacher'
     assert hook(cfg, 'EMATeacherHook')['decay'] == 0.99  # U2PL's ema_decay (the paper gives none)
-    # U2PL's supervised-only first epoch (sup_only_epoch = 1), one pass over the unlabeled set (not in the paper).
-    assert hook(cfg, 'EMATeacherHook')['sup_only_iters'] == math.ceil(n_u / UNLABELED_PER_ITER)
+    # U2PL's teacher schedule (not in the paper): one epoch (a pass over the unlabeled set) supervised only, then
+    # one epoch with teacher = student.
+    epoch = math.ceil(n_u / UNLABELED_PER_ITER)
+    assert hook(cfg, 'EMATeacherHook')['sup_only_iters'] == epoch
+    assert hook(cfg, 'EMATeacherHook')['copy_iters'] == epoch
 
     # Optimizer (§4.1): SGD, backbone lr, x10 for decoder + segmentation head and projector, weight decay.
     opt = cfg.optim_wrapper

@@ -279,7 +279,8 @@ def make_runner(tmp_path, model: ToyPair, record: RecordHook, max_iters: int, ho
 
 def test_runner_teacher_is_ema_of_student(tmp_path):
     model, record = ToyPair(), RecordHook()
-    runner = make_runner(tmp_path, model, record, 3, dict(type='EMATeacherHook', decay=0.5, warmup=False, buffers='copy'))
+    hook_cfg = dict(type='EMATeacherHook', decay=0.5, warmup=False, buffers='copy')
+    runner = make_runner(tmp_path, model, record, 3, hook_cfg)
     assert any(isinstance(h, EMATeacherHook) for h in runner.hooks)
     student_params = {id(p) for p in runner.model.student.parameters()}
     optimizer_params = {id(p) for g in runner.optim_wrapper.optimizer.param_groups for p in g['params']}
