@@ -7,7 +7,9 @@ The paper configs are tested as they stand, with only these keys changed (:func:
 * data: every ``data_root`` (the tiny data holds a split file at each ``split_file`` path the config names);
 * weights: ``pretrained`` and ``init_cfg`` of type ``Pretrained`` become None (no download);
 * iteration count: ``train_cfg.max_iters`` and ``val_interval``; the checkpoint interval (and, for the in-process
-  sweep, ``save_last=False``: no 800 MB checkpoint per config);
+  sweep, ``save_last=False``: no 800 MB checkpoint per config); ``EMATeacherHook``'s ``sup_only_iters`` and
+  ``copy_iters`` become 0, so that the few iterations run the semi-supervised loss (the supervised-only phase has
+  its own tests);
 * norm: SyncBN -> BN (:func:`mmseg_esl.utils.convert_sync_bn_cfg`, as ``tools/train.py`` does without CUDA).
 
 Runs inside the pytest process also load data without worker processes (:func:`in_process_overrides`): shutting
@@ -134,6 +136,10 @@ def whitelist_overrides(cfg: Any, data_root: str, *, iters: int = 1, size: int =
         init_cfg = node.get('init_cfg')
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
             options[prefix + 'init_cfg'] = None
+        if kind == 'EMATeacherHook':
+            for key in ('sup_only_iters', 'copy_iters'):
+                if node.get(key):
+                    options[prefix + key] = 0
     options['train_cfg.max_iters'] = iters
     options['train_cfg.val_interval'] = iters
     if checkpoint:

@@ -72,7 +72,10 @@ def phase_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp('exact_resume_phases')
     data = str(root / 'data')
     make_tiny_voc(data, num_train=8, num_val=2, num_labeled=2, seed=5)
-    phase = ('--cfg-options', f'custom_hooks.0.sup_only_iters={SUP_ONLY}')
+    # 2 labeled images per iteration: the supervised-only phase forwards them alone, and the tiny model's ASPP
+    # image-pool BatchNorm needs more than one value per channel.
+    phase = ('--cfg-options', f'custom_hooks.0.sup_only_iters={SUP_ONLY}', 'train_dataloader.sampler.num_labeled=2',
+             'train_dataloader.batch_size=4')
     out = {}
     for name in ('A', 'B'):
         out[name] = str(root / f'rec_{name}')

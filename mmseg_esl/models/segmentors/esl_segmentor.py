@@ -445,10 +445,22 @@ class ESLSegmentor(BaseSegmentor):
         """The supervised-only phase: L_CE on the labeled images; the unlabeled ones are not used.
 
         With the contrastive term the projector still runs, in a loss of exactly 0 (U2PL's ``0 * rep.sum()``),
-        so that DDP sees a gradient for every parameter.
+        so that DDP sees a gradient for every parameter. Like U2PL, only the labeled images are forwarded: with one
+        labeled image per process, a BatchNorm after global pooling (ASPP's image pool) has nothing to normalise,
+        which is turned into an error that says what to change.
         """
-        feats = self.student.extract_feat(inputs)
-        losses = self._supervised_losses(feats, self.student.decode_head.forward(feats), labeled_samples)
+        try:
+            feats = self.student.extract_feat(inputs)
+            logits = self.student.decode_head.forward(feats)
+        except ValueError as error:
+            if 'Expected more than 1 value per channel' not in str(error):
+                raise
+            raise ValueError(
+                f'The supervised-only phase (EMATeacherHook.sup_only_iters) forwards the {len(inputs)} labeled '
+                'image(s) of this process alone, and a BatchNorm layer got one value per channel. Use >= 2 labeled '
+                'images per process (train_dataloader.sampler.num_labeled and batch_size), SyncBN over several '
+                'processes (the paper configs on GPUs), or EMATeacherHook(sup_only_iters=0).') from error
+        losses = self._supervised_losses(feats, logits, labeled_samples)
         if self.contrast_loss is not None:
             z_s = self._embed(self.student, self.contrast_size(*inputs.shape[2:]))
             losses[f'contrast.{self.contrast_loss.loss_name}'] = z_s.sum() * 0.0

@@ -174,3 +174,26 @@ def test_bad_semi_test_cfg_is_explained(cfg, message):
     with pytest.raises((ValueError, KeyError), match=message):
         ESLSegmentor(segmentor=stub_segmentor_cfg(), semi_train_cfg=dict(loss_contrast=dict(num_parts=0)),
                      semi_test_cfg=cfg)
+
+
+def test_one_labeled_image_with_batch_norm_in_the_supervised_phase_is_explained(monkeypatch):
+    """One labeled image per process: BN after global pooling (ASPP) fails; the error says what to change."""
+    model = build()
+    model.semi_supervised = False
+    inputs, samples = make_batch()
+    inputs, samples = torch.cat([inputs[:1], inputs[2:]]), samples[:1] + samples[2:]  # 1 labeled image
+
+    def bn_of_one(feats):
+        torch.nn.functional.batch_norm(torch.ones(1, 2, 1, 1), None, None, training=True)
+
+    monkeypatch.setattr(model.student.decode_head, 'forward', bn_of_one)
+    with pytest.raises(ValueError, match=r'forwards the 1 labeled image\(s\) of this process alone.*'
+                                         r'sampler.num_labeled.*sup_only_iters=0'):
+        model.loss(inputs, samples)
+
+    def other_error(feats):
+        raise ValueError('something else')
+
+    monkeypatch.setattr(model.student.decode_head, 'forward', other_error)
+    with pytest.raises(ValueError, match='^something else$'):
+        model.loss(inputs, samples)
