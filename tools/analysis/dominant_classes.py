@@ -12,7 +12,7 @@ Outputs: the PNG (``--out``), ``<out>.json`` (η, per-image and overall fraction
 Examples:
     # the demo: 4 unlabeled images of data/esl_demo under the trained ESL teacher
     python tools/analysis/dominant_classes.py configs/esl/esl_effnet-lite0_demo.py \\
-        work_dirs/esl_demo/ESL/iter_600.pth --out work_dirs/analysis/dominant_classes.png
+        work_dirs/esl_demo/ESL/iter_1000.pth --out work_dirs/analysis/dominant_classes.png
     # other images, η of Tab. 3
     python tools/analysis/dominant_classes.py CONFIG CHECKPOINT --img-dir my_images --eta 0.9
     python tools/analysis/dominant_classes.py CONFIG CHECKPOINT --split val --ids 2007_000033 2007_000042

@@ -15,7 +15,7 @@ Outputs: the PNG (``--out``), ``<out>.json`` (classes, K, palette, per-row class
 
 Examples:
     python tools/analysis/part_grouping.py configs/esl/esl_effnet-lite0_demo.py \\
-        work_dirs/esl_demo/ESL/iter_600.pth --out work_dirs/analysis/part_grouping.png
+        work_dirs/esl_demo/ESL/iter_1000.pth --out work_dirs/analysis/part_grouping.png
     # objects only, parts of the teacher's own classes
     python tools/analysis/part_grouping.py CONFIG CHECKPOINT --classes robot doll car --class-source teacher
 """

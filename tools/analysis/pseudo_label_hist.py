@@ -12,7 +12,7 @@ Outputs: the PNG (``--out``, grouped bars) and ``<out>.json`` (counts and fracti
 
 Examples:
     python tools/analysis/pseudo_label_hist.py configs/esl/esl_effnet-lite0_demo.py \\
-        work_dirs/esl_demo/ESL/iter_600.pth --out work_dirs/analysis/pseudo_label_hist.png
+        work_dirs/esl_demo/ESL/iter_1000.pth --out work_dirs/analysis/pseudo_label_hist.png
     python tools/analysis/pseudo_label_hist.py CONFIG CHECKPOINT --num-images 200 --eta 0.9 --log
     python tools/analysis/pseudo_label_hist.py CONFIG CHECKPOINT --data-root /data/VOCdevkit/VOC2012
 """

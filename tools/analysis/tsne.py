@@ -19,7 +19,7 @@ Examples:
     # ESL vs the same model trained without the contrastive term (Fig. 6 (b) vs (a))
     python tools/analysis/tsne.py \\
         --configs configs/esl/esl_effnet-lite0_demo.py configs/esl/mt-dsl_effnet-lite0_demo.py \\
-        --checkpoints work_dirs/esl_demo/ESL/iter_600.pth work_dirs/ssl_gain/MT-DSL_seed0/iter_600.pth \\
+        --checkpoints work_dirs/esl_demo/ESL/iter_1000.pth work_dirs/ssl_gain/MT-DSL_seed0/iter_1000.pth \\
         --labels ESL "w/o contrast" --out work_dirs/analysis/tsne.png
     # one checkpoint, 4 classes as in the paper's figure
     python tools/analysis/tsne.py --configs CONFIG --checkpoints CKPT --classes robot doll car truck
