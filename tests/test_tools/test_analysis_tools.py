@@ -42,7 +42,9 @@ SIZE = 128  # the demo's image size: E^t of EfficientNet-Lite0 (stride 32) is th
 SHRINK = [f'train_cfg.max_iters={ITERS}', f'train_cfg.val_interval={ITERS}',
           f'default_hooks.checkpoint.interval={ITERS}', f'param_scheduler.0.end={ITERS}',
           'train_dataloader.sampler.num_labeled=1',
-          'train_dataloader.sampler.num_unlabeled=1', 'train_dataloader.batch_size=3'] + [
+          'train_dataloader.sampler.num_unlabeled=1', 'train_dataloader.batch_size=3',
+          # no supervised-only phase: the 4 iterations train the teacher path the tools read
+          'custom_hooks.0.sup_only_iters=0'] + [
     f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
     for key in ('num_workers=0', 'persistent_workers=False')]
 

@@ -188,7 +188,7 @@ def test_tensorboard_config_writes_images_and_scalars(tmp_path):
                f'default_hooks.checkpoint.interval={iters}', f'param_scheduler.0.end={iters}',
                'default_hooks.logger.interval=1', f'custom_hooks.{hook_index}.interval=2',
                'train_dataloader.sampler.num_labeled=1', 'train_dataloader.sampler.num_unlabeled=1',
-               'train_dataloader.batch_size=3'] + [
+               'train_dataloader.batch_size=3', 'custom_hooks.0.sup_only_iters=0'] + [
         f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
         for key in ('num_workers=0', 'persistent_workers=False')]
     run([sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), TB_CONFIG, '--work-dir', work_dir,
