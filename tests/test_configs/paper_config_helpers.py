@@ -18,6 +18,7 @@ down the persistent workers of every config would cost ~25 s each; it changes ho
 from __future__ import annotations
 
 import gc
+import hashlib
 import itertools
 import os
 import os.path as osp
@@ -26,6 +27,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pytest
+import torch
 from mmengine.config import Config
 from PIL import Image
 
@@ -235,3 +237,106 @@ def run_one_iteration(path: str, roots: dict, work_dir: str, *, iters: int = 1):
         del runner
         gc.collect()
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+#: Keys whose string values name files or folders: they differ between variants, not the code a training runs.
+_PATH_KEYS = frozenset({'data_root', 'split_file', 'ann_file', 'img_path', 'seg_map_path', 'pretrained', 'checkpoint',
+                        'work_dir', 'load_from', 'img_dir', 'ann_dir', 'save_dir', 'out_dir'})
+
+
+def config_fingerprint(cfg: Config) -> str:
+    """What decides the code a training of ``cfg`` runs: its tree with numbers reduced to zero / non-zero and
+    file paths dropped (types, switches, enums and the structure of lists and dicts stay).
+
+    Two configs with one fingerprint differ only in paths or scalars (a split, η, K > 0, a channel count), so the
+    sweep trains one of them and checks the others on the meta device.
+    """
+    def reduce(node: Any, key: str = '') -> Any:
+        if isinstance(node, dict):
+            return {k: reduce(v, k) for k, v in sorted(node.items()) if k not in ('work_dir', 'randomness')}
+        if isinstance(node, (list, tuple)):
+            return [reduce(v, key) for v in node]
+        if node is None or isinstance(node, bool):
+            return node
+        if isinstance(node, (int, float)):
+            return 'zero' if node == 0 else 'number'
+        if isinstance(node, str) and (key in _PATH_KEYS or '/' in node or node.endswith(('.txt', '.pth'))):
+            return 'path'
+        return node if isinstance(node, str) else type(node).__name__
+    return hashlib.sha1(repr(reduce(cfg.to_dict())).encode()).hexdigest()[:12]
+
+
+def check_on_meta_device(path: str, roots: dict, work_dir: str, *, options: Optional[Dict[str, Any]] = None,
+                         size: int = TINY_SIZE) -> Config:
+    """Checks a config without training it: the pre-flight on its tiny data (model built on the meta device,
+    datasets, consistency, batch layout) and a forward of the meta model whose shapes must fit.
+
+    Shapes checked (on ``meta``, no memory or weights): the logits have ``num_classes`` channels; for
+    ``ESLSegmentor`` with the contrastive term, ``E^t = teacher.extract_feat(x)[in_index]`` has ``feat_channels``
+    channels and the projector accepts the decode head's classifier input and returns ``embed_channels``.
+
+    Args:
+        path: The config file.
+        roots: ``dict(voc=..., cityscapes=...)`` tiny data roots.
+        work_dir: Work directory (never written).
+        options: Further ``--cfg-options`` applied after the whitelist.
+        size: Side of the square meta input.
+
+    Returns:
+        The config as checked.
+    """
+    from mmengine.registry import DefaultScope
+
+    import mmseg_esl  # noqa: F401
+    from mmseg_esl.utils import check_training_inputs, convert_sync_bn_cfg
+    from mmseg_esl.utils.preflight import build_model_cheaply
+    cfg = Config.fromfile(path)
+    if needs_mmpretrain(cfg):
+        reason = mmpretrain_missing_reason()
+        if reason:
+            print(f'SKIPPED {osp.basename(path)}: {reason}')
+            pytest.skip(reason)
+    data_root = data_root_for(cfg, roots)
+    cfg.merge_from_dict(whitelist_overrides(cfg, data_root, iters=1, checkpoint=False))
+    cfg.merge_from_dict(options or {})
+    convert_sync_bn_cfg(cfg, warn=False)
+    write_tiny_splits(cfg, data_root)
+    cfg.work_dir = work_dir
+    check_training_inputs(cfg, scan='off')
+    assert not osp.exists(work_dir)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmseg')), torch.no_grad():
+        try:
+            _check_forward_shapes(build_model_cheaply(cfg.model), 'meta', size, path)
+        except RuntimeError as error:  # a model that makes CPU tensors in its forward (SegFormer's LayerNorm path)
+            if 'device' not in str(error):
+                raise
+            from mmseg.registry import MODELS
+            _check_forward_shapes(MODELS.build(cfg.model), 'cpu', size, path)
+    return cfg
+
+
+def _check_forward_shapes(model: torch.nn.Module, device: str, size: int, path: str) -> None:
+    """The shape checks of :func:`check_on_meta_device` on one forward of ``model`` (on ``device``)."""
+    from mmseg_esl.models.segmentors.esl_segmentor import ESLSegmentor
+    model = model.eval()
+    inputs = torch.zeros(2, 3, size, size, device=device)
+    net = model.teacher if isinstance(model, ESLSegmentor) else model
+    contrast = getattr(model, 'contrast_loss', None)
+    taps = getattr(model, '_taps', {})
+    for tap in taps.values():
+        tap.enabled = True
+    try:
+        feats = net.extract_feat(inputs)
+        logits = net.decode_head.forward(feats)
+        assert logits.shape[1] == net.decode_head.num_classes, (logits.shape, net.decode_head.num_classes)
+        if contrast is not None:
+            enc = feats[contrast.in_index]
+            assert enc.shape[1] == contrast.feat_channels, (
+                f'{osp.basename(path)}: E^t = extract_feat(x)[{contrast.in_index}] has {enc.shape[1]} channels, '
+                f'semi_train_cfg.loss_contrast.feat_channels={contrast.feat_channels}')
+            z = net.projector(taps['teacher'].pop())
+            assert z.shape[1] == contrast.embed_channels, (z.shape, contrast.embed_channels)
+    finally:
+        for tap in taps.values():
+            tap.enabled = False
+            tap.features = None

@@ -103,8 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                 class_map = torch.from_numpy(sample.gt)[None].to(sample.inputs.device)
             else:
                 class_map = model.teacher_probs(sample.inputs).argmax(dim=1)
-            enc = model.teacher.extract_feat(sample.inputs)[contrast.in_index]  # E^t
-            parts = contrast.assign(enc, class_map, align_corners=model.teacher.align_corners)  # Eq. 7
+            _, parts = model.teacher_part_maps(sample.inputs, class_map)  # Eq. 7 from E^t
         class_np, part_np = class_map[0].cpu().numpy(), parts[0].cpu().numpy()
         part_np = np.where(np.isin(class_np, shown), part_np, -1)
         part_rgb = colour_parts(class_np, part_np, palette)

@@ -148,9 +148,7 @@ def collect_points(model: torch.nn.Module, source: ImageSource, *, network: str,
                     label = model.teacher_probs(sample.inputs).argmax(dim=1, keepdim=True).float().cpu()
                 class_map = F.interpolate(label, size=size, mode='nearest')[0].long()  # (1, h, w)
                 if with_parts:
-                    enc = model.teacher.extract_feat(sample.inputs)[contrast.in_index]
-                    part_map = contrast.assign(enc, class_map.to(enc.device),
-                                               align_corners=model.teacher.align_corners)[0].cpu()
+                    part_map = model.teacher_part_maps(sample.inputs, class_map)[1][0].cpu()  # Eq. 7
             flat_classes = class_map.reshape(-1)
             flat_z = z[0].flatten(1).t().cpu()  # (h·w, L)
             for c in shown.tolist():

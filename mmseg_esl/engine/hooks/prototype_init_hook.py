@@ -54,7 +54,7 @@ class PrototypeInitHook(Hook):
     1. For every labeled image (the ``dataloader`` config, built with ``Runner.build_dataloader``; under DDP
        its ``DefaultSampler`` gives every rank a shard): preprocess it with ``model.data_preprocessor(batch,
        True)`` (normalisation, padding of image and ``gt_sem_seg`` to the preprocessor's ``size`` with
-       ``seg_pad_val`` = 255, so padding is ignored), take ``E^t = model.teacher.extract_feat(inputs)[in_index]``
+       ``seg_pad_val`` = 255, so padding is ignored), take ``E^t = model.teacher_encoder_features(inputs)``
        of shape (N, L', h, w), and resize the ground truth to (h, w) with *nearest* interpolation. Labels are
        downsampled to E^t's resolution; E^t is never upsampled (no interpolated feature vectors, and h × w
        instead of H × W pixels to sample from). Images of a batch are grouped by size and each group is
@@ -99,7 +99,9 @@ class PrototypeInitHook(Hook):
       ``in_index`` (which output of ``teacher.extract_feat`` is E^t), ``ignore_index``, the buffers
       ``prototypes`` (C, K, L') and ``prototypes_ready`` (0-dim bool), and ``set_prototypes_(P)``, which copies
       a float32 CPU tensor (C, K, L') into the buffer (casting device and dtype) and sets ``prototypes_ready``.
-    * ``model.teacher``: an mmseg segmentor with ``extract_feat(inputs) -> List[Tensor]``.
+    * ``model.teacher``: an mmseg segmentor (set to eval mode here).
+    * ``model.teacher_encoder_features(inputs)``: E^t (N, L', h, w), with ``in_index`` and ``feat_channels``
+      checked against the backbone (``ESLSegmentor.teacher_encoder_features``).
     * ``model.data_preprocessor``: a ``SegDataPreProcessor``.
 
     Example::
@@ -275,15 +277,7 @@ class PrototypeInitHook(Hook):
         for data_batch in dataloader:
             for group in self._split_by_size(data_batch):
                 data = preprocessor(group, True)
-                outputs = teacher.extract_feat(data['inputs'])
-                feats = self._select(outputs, in_index)
-                if feats.ndim != 4 or feats.shape[1] != dim:
-                    raise ValueError(
-                        f'PrototypeInitHook: E^t = teacher.extract_feat(x)[{in_index}] has shape '
-                        f'{tuple(feats.shape)}, i.e. {feats.shape[1] if feats.ndim == 4 else "?"} channels, but '
-                        f'semi_train_cfg.loss_contrast.feat_channels={dim}. Set feat_channels to the channels of '
-                        f'that backbone output (e.g. 2048 for ResNet-101 layer4), or choose another output with '
-                        f'semi_train_cfg.loss_contrast.in_index (now {in_index}).')
+                feats = model.teacher_encoder_features(data['inputs'])  # E^t, its channels checked
                 gt = torch.stack([sample.gt_sem_seg.data for sample in data['data_samples']])  # (N, 1, H, W)
                 labels = F.interpolate(gt.float(), size=feats.shape[-2:], mode='nearest').squeeze(1).long()
                 reservoir.add(feats, labels)
@@ -299,17 +293,6 @@ class PrototypeInitHook(Hook):
             dist.all_reduce(total, op='sum')
             num_images = int(total.item())
         return reservoir, num_images
-
-    @staticmethod
-    def _select(outputs, in_index: int) -> Tensor:
-        """``outputs[in_index]`` of ``extract_feat`` (a tensor is taken as its only output)."""
-        if isinstance(outputs, Tensor):
-            outputs = [outputs]
-        if not -len(outputs) <= in_index < len(outputs):
-            raise ValueError(f'PrototypeInitHook: teacher.extract_feat(x) returns {len(outputs)} feature maps, so '
-                             f'semi_train_cfg.loss_contrast.in_index={in_index} names none; use -1 for the last '
-                             'backbone stage.')
-        return outputs[in_index]
 
     @staticmethod
     def _split_by_size(data_batch: Dict):

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 import mmseg_esl  # noqa: F401  (registers the hooks into mmseg's HOOKS)
 from mmseg_esl.engine.hooks import EMATeacherHook, PrototypeInitHook
 from mmseg_esl.engine.hooks import prototype_init_hook as hook_module
+from mmseg_esl.models.segmentors.esl_segmentor import ESLSegmentor
 from mmseg_esl.testing.tiny_voc import TINY_VOC_CLASSES, TINY_VOC_PALETTE
 
 TINY_MODEL = osp.join(REPO_ROOT, 'configs', '_base_', 'models', 'deeplabv3plus_tiny-r18.py')
@@ -74,7 +75,9 @@ class StubContrast(nn.Module):
 
 
 class FakeESL(nn.Module):
-    """``teacher``, ``data_preprocessor`` and ``contrast_loss``, like ``ESLSegmentor``."""
+    """``teacher``, ``data_preprocessor``, ``contrast_loss`` and ``teacher_encoder_features``, like ``ESLSegmentor``."""
+
+    teacher_encoder_features = ESLSegmentor.teacher_encoder_features
 
     def __init__(self, teacher: nn.Module, contrast_loss: Optional[nn.Module]) -> None:
         super().__init__()
