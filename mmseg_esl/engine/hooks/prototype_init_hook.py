@@ -28,6 +28,7 @@ from mmseg.registry import HOOKS
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from mmseg_esl.checks import positive_int
 from mmseg_esl.models.utils.prototypes import ClassPixelReservoir, kmeans_prototypes
 
 STORAGE_DTYPES = ('float16', 'float32')
@@ -40,9 +41,7 @@ _DATALOADER_EXAMPLE = ("dict(batch_size=8, num_workers=2, sampler=dict(type='Def
 
 
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'PrototypeInitHook: {name} must be a positive int, got {name}={value!r}.')
-    return value
+    return positive_int(name, value, owner='PrototypeInitHook')
 
 
 @HOOKS.register_module()

@@ -38,6 +38,8 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType
 from torch import Tensor
 
+from ...checks import positive_int
+
 __all__ = ['DecodeFeatureTap', 'ProjectorHead', 'tap_decode_features']
 
 #: Defaults of :class:`ProjectorHead` (copied on use, never mutated). ``norm_cfg=None`` means no norm layer.
@@ -78,12 +80,9 @@ class ProjectorHead(BaseModule):
                  norm_cfg: OptConfigType = DEFAULT_NORM_CFG, act_cfg: ConfigType = DEFAULT_ACT_CFG,
                  init_cfg: OptConfigType = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        for key, value in (('in_channels', in_channels), ('channels', channels), ('out_channels', out_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f'ProjectorHead: {key} must be a positive int, got {value!r}.')
-        self.in_channels = in_channels
-        self.channels = channels
-        self.out_channels = out_channels
+        self.in_channels = positive_int('in_channels', in_channels, owner='ProjectorHead')
+        self.channels = positive_int('channels', channels, owner='ProjectorHead')
+        self.out_channels = positive_int('out_channels', out_channels, owner='ProjectorHead')
         norm_cfg, act_cfg = copy.deepcopy(norm_cfg), copy.deepcopy(act_cfg)
         self.convs = nn.Sequential(
             ConvModule(in_channels, channels, 3, padding=1, norm_cfg=norm_cfg, act_cfg=act_cfg),

@@ -55,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...checks import positive_int
+
 __all__ = [
     'assign_parts',
     'batch_part_means',
@@ -133,8 +135,7 @@ def _check_integer_dtype(name: str, tensor: Tensor) -> None:
 
 
 def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f'{name} must be an integer >= 1, got {name}={value!r}')
+    positive_int(name, value)
 
 
 def _check_temperature(temperature: float) -> None:

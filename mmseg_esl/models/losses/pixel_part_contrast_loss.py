@@ -43,6 +43,7 @@ from mmengine.dist import all_reduce
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
+from ...checks import is_positive_int
 from ..utils.memory_bank import EXCLUDE_RULES, PartMemoryBank
 from .part_contrast import (
     REDUCTIONS,
@@ -80,7 +81,7 @@ def _argument_error(name: str, problem: str, value: object) -> ValueError:
 
 
 def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not is_positive_int(value):
         raise _argument_error(name, 'an integer >= 1', value)
     return int(value)
 

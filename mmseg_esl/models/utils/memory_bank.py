@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from mmengine.dist import all_gather, get_world_size
 from torch import Tensor, nn
 
+from ...checks import positive_int
+
 __all__ = ['PartMemoryBank']
 
 #: Rules for the negatives of an anchor of queue (c, k*): 'part' excludes that queue only (the paper),
@@ -49,9 +51,7 @@ EXCLUDE_RULES: Tuple[str, ...] = ('part', 'class')
 
 
 def _check_positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{name} must be a positive integer, got {value!r}')
-    return value
+    return positive_int(name, value)
 
 
 class PartMemoryBank(nn.Module):
@@ -97,7 +97,7 @@ class PartMemoryBank(nn.Module):
         self.num_parts = _check_positive_int('num_parts', num_parts)
         self.dim = _check_positive_int('dim', dim)
         self.queue_size = _check_positive_int('queue_size', queue_size)
-        self.register_buffer('queues', torch.zeros(self.num_queues, queue_size, dim, dtype=torch.float32))
+        self.register_buffer('queues', torch.zeros(self.num_queues, self.queue_size, self.dim, dtype=torch.float32))
         self.register_buffer('pointers', torch.zeros(self.num_queues, dtype=torch.long))
         self.register_buffer('fill', torch.zeros(self.num_queues, dtype=torch.long))
 

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...checks import positive_int
+
 __all__ = ['ClassPixelReservoir', 'kmeans_prototypes']
 
 Device = Union[str, torch.device]
@@ -70,10 +72,9 @@ class ClassPixelReservoir:
 
     def __init__(self, *, num_classes: int, max_pixels_per_class: int, dim: int, seed: int = 0,
                  dtype: torch.dtype = torch.float32, device: Device = 'cpu', ignore_index: int = 255) -> None:
-        for key, value in (('num_classes', num_classes), ('max_pixels_per_class', max_pixels_per_class),
-                           ('dim', dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f'ClassPixelReservoir: {key} must be a positive int, got {value!r}.')
+        num_classes, max_pixels_per_class, dim = (
+            positive_int(key, value, owner='ClassPixelReservoir') for key, value in
+            (('num_classes', num_classes), ('max_pixels_per_class', max_pixels_per_class), ('dim', dim)))
         if not dtype.is_floating_point:
             raise ValueError(f'ClassPixelReservoir: dtype must be a floating dtype (e.g. torch.float16), got {dtype}.')
         if 0 <= ignore_index < num_classes:
@@ -309,8 +310,7 @@ def kmeans_prototypes(reservoir: ClassPixelReservoir, num_parts: int, *, seed: i
     """
     from sklearn.cluster import KMeans  # deferred: importing sklearn costs ~1 s, and only this function needs it
 
-    if isinstance(num_parts, bool) or not isinstance(num_parts, int) or num_parts < 1:
-        raise ValueError(f'num_parts must be a positive int (K parts per class), got {num_parts!r}.')
+    num_parts = positive_int('num_parts', num_parts, owner='kmeans_prototypes (K parts per class)')
     num_classes, dim, k = reservoir.num_classes, reservoir.dim, num_parts
     prototypes = torch.zeros(num_classes, k, dim, dtype=torch.float32)
     seen = reservoir.counts().tolist()
