@@ -1,4 +1,4 @@
-"""Model-side helpers shared by segmentors and losses: CutMix, the part memory bank, prototype K-means."""
+"""Model-side helpers shared by segmentors, losses and hooks: CutMix, EMA, the part memory bank, prototype K-means."""
 from .batch_norm import batch_norm_modes_of
 from .cutmix import (
     CutMixParams,
@@ -10,11 +10,16 @@ from .cutmix import (
     resize_mask,
     sample_cutmix_boxes,
 )
+from .ema import average_buffers_, check_teacher_student, ema_decay, ema_update_
 from .memory_bank import PartMemoryBank
 from .prototypes import ClassPixelReservoir, kmeans_prototypes
 
 __all__ = [
     'ClassPixelReservoir',
+    'average_buffers_',
+    'check_teacher_student',
+    'ema_decay',
+    'ema_update_',
     'batch_norm_modes_of',
     'CutMixParams',
     'PartMemoryBank',
