@@ -26,7 +26,7 @@ from mmseg_esl.visualization.pseudo_labels import dominant_class_counts, render_
 __all__ = ['PseudoLabelVisHook']
 
 #: What the hook calls on the (unwrapped) model; ``ESLSegmentor`` has all of them.
-_MODEL_ATTRIBUTES = ('data_preprocessor', 'split_batch', 'teacher_probs', 'unsup_loss')
+_MODEL_ATTRIBUTES = ('unlabeled_teacher_probs', 'unsup_loss')
 
 
 @HOOKS.register_module()
@@ -37,13 +37,12 @@ class PseudoLabelVisHook(Hook):
     After training iteration ``i`` (1-based) with ``i % interval == 0``, on the main process only (the visualizer
     writes there; no collective is involved):
 
-    1. ``model.data_preprocessor(data_batch, True)`` (the batch as the model saw it: normalised, padded);
-    2. ``model.split_batch`` finds the unlabeled images (batch layout ``[labeled | unlabeled | partners]``); the
-       first ``max_images`` of them are used (their weak views, before CutMix);
-    3. ``model.teacher_probs`` (Eq. 1) and the dominant-class count per pixel (Eq. 3-4,
+    1. ``model.unlabeled_teacher_probs(data_batch, max_images)``: the teacher's ``p^t`` (Eq. 1) of the batch's
+       first ``max_images`` unlabeled images as the model saw them (preprocessed, weak views before CutMix);
+    2. the dominant-class count per pixel (Eq. 3-4,
        ``mmseg_esl.models.losses.dominant_classes``) with the model's η (``semi_train_cfg.loss_unsup.eta``) or
        ``eta``, cropped to each image's size (no padding);
-    4. rows [image | overlay] with a legend of the pixel fractions
+    3. rows [image | overlay] with a legend of the pixel fractions
        (:func:`~mmseg_esl.visualization.pseudo_labels.render_dominant_classes`), then
        ``runner.visualizer.add_image(name, figure, step=i)``.
 
@@ -122,21 +121,17 @@ class PseudoLabelVisHook(Hook):
         Returns:
             (H, W, 3) uint8 RGB figure, or None when the batch has no unlabeled image.
         """
-        data = model.data_preprocessor(data_batch, True)
-        samples = data['data_samples']
-        _, unlabeled, _ = model.split_batch(samples)
-        chosen = unlabeled[:self.max_images]
+        chosen, samples, probs = model.unlabeled_teacher_probs(data_batch, self.max_images)  # (U, C, H, W), Eq. 1
         if not chosen:
             return None
         eta = float(self.eta if self.eta is not None else model.unsup_loss.eta)
-        probs = model.teacher_probs(data['inputs'][chosen])  # (U, C, H, W), Eq. 1
         counts = dominant_class_counts(probs, eta).cpu().numpy()  # Eq. 3-4
         images, maps, names = [], [], []
         for row, index in enumerate(chosen):
-            height, width = samples[index].img_shape[:2]  # the preprocessor pads at the bottom and right
+            height, width = samples[row].img_shape[:2]  # the preprocessor pads at the bottom and right
             images.append(self._rgb(data_batch['inputs'][index])[:height, :width])
             maps.append(counts[row, :height, :width])
-            names.append(self._name(samples[index], index))
+            names.append(self._name(samples[row], index))
         title = f'{title_prefix}: teacher dominant classes (Eq. 3-4, \u03b7 = {eta:g})'.lstrip(': ')
         return render_dominant_classes(images, maps, eta=eta, names=names, title=title, alpha=self.alpha,
                                        scale=self.scale)

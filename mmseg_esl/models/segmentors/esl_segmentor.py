@@ -312,6 +312,27 @@ class ESLSegmentor(BaseSegmentor):
         return feats
 
     @torch.no_grad()
+    def unlabeled_teacher_probs(self, data_batch: dict, max_images: int) -> Tuple[List[int], SampleList, Tensor]:
+        """``p^t`` (Eq. 1) of the first ``max_images`` unlabeled weak views of a training batch, as ``loss`` sees
+        them (the data preprocessor, then :meth:`split_batch`).
+
+        Args:
+            data_batch: The batch as the data loader gives it.
+            max_images: How many unlabeled images at most.
+
+        Returns:
+            ``(positions, samples, probs)``: the images' positions in the batch, their preprocessed samples
+            (``img_shape`` without padding) and ``(U', C, H, W)`` fp32 probabilities; ``([], [], None)`` when the
+            batch has no unlabeled image.
+        """
+        data = self.data_preprocessor(data_batch, True)
+        _, unlabeled, _ = self.split_batch(data['data_samples'])
+        chosen = unlabeled[:max_images]
+        if not chosen:
+            return [], [], None
+        return chosen, [data['data_samples'][i] for i in chosen], self.teacher_probs(data['inputs'][chosen])
+
+    @torch.no_grad()
     def teacher_part_maps(self, inputs: Tensor, class_map: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Eq. 7 on the teacher: the part of each pixel of ``class_map`` (default: the teacher's arg-max).
 
