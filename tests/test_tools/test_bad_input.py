@@ -78,7 +78,7 @@ def test_test_refuses_an_esl_checkpoint_with_a_plain_config(data, tmp_path, pyth
 @pytest.mark.slow
 def test_nan_loss_stops_training_before_the_step_and_the_checkpoint(data, tmp_path, monkeypatch):
     """Iteration 2 (runner.iter 1) returns a NaN L_SCE: no step, no iter_2.pth, parameters as in iter_1.pth."""
-    original = ESLSegmentor._loss
+    original = ESLSegmentor.loss
 
     def nan_at_second_iteration(self, inputs, data_samples):
         losses = original(self, inputs, data_samples)
@@ -86,7 +86,7 @@ def test_nan_loss_stops_training_before_the_step_and_the_checkpoint(data, tmp_pa
             losses['unsup.loss_dsl'] = losses['unsup.loss_dsl'] * float('nan')
         return losses
 
-    monkeypatch.setattr(ESLSegmentor, '_loss', nan_at_second_iteration)
+    monkeypatch.setattr(ESLSegmentor, 'loss', nan_at_second_iteration)
     cfg = Config.fromfile(ESL_CONFIG)
     cfg.merge_from_dict(dict(option.split('=', 1) for option in tiny_data_options(data['root'], semi=True)))
     cfg.merge_from_dict({'train_cfg.max_iters': 3, 'train_cfg.val_interval': 3,
