@@ -13,7 +13,8 @@ One training step (:meth:`ESLSegmentor.loss`, one named method per line), for a 
     (mmengine's sum)      L = L_CE + λ1·L_SCE + λ2·L_CTR                                            (Eq. 11)
     update_bank_and_prototypes   bank ← MAP(z_t); P ← θ·P + (1-θ)·MAP(E_t), after the loss       (Eq. 8, 12)
 
-The values passed between the steps are the typed containers of :mod:`.step_data`.
+The values passed between the steps are the typed containers of :mod:`.step_data`; each step is labelled
+``esl.<step>`` for ``torch.profiler`` (and mmengine's ``ProfilerHook``).
 
 All contrastive maps (classes, parts, confidences, anchors) live at the projector's stride τ
 (``loss_contrast.stride``, 4): the labels are nearest-downsampled, the CutMix boxes resized with
@@ -42,6 +43,7 @@ from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.utils import OptConfigType, OptSampleList, SampleList, add_prefix
 from torch import Tensor
+from torch.profiler import record_function
 
 from ..decode_heads.projector_head import DecodeFeatureTap
 from ..utils.batch_norm import batch_norm_modes_of
@@ -534,6 +536,7 @@ class ESLSegmentor(BaseSegmentor):
                 tap.enabled = False
                 tap.features = None
 
+    @record_function('esl.teacher_weak_pass')
     def teacher_weak_pass(self, batch: SemiBatch) -> TeacherOutput:
         """The teacher on the weak views, no gradient: ``p^t`` of the pool (Eq. 1) and, with the contrastive term,
         ``E^t`` and ``z^t`` of ``[labeled | pool]`` (Eq. 7-8). With ``teacher_own_bn_stats`` its BN layers
@@ -553,6 +556,7 @@ class ESLSegmentor(BaseSegmentor):
         valid = valid_pixel_masks(batch.pool_samples, *batch.size, batch.pool.device)
         return TeacherOutput(probs=probs, valid=valid, enc=enc, embed=embed)
 
+    @record_function('esl.cutmix_unlabeled')
     def cutmix_unlabeled(self, batch: SemiBatch, teacher: TeacherOutput) -> MixedBatch:
         """CutMix each unlabeled weak view with its partner (§4.1), and its ``p^t``, valid pixels and ground truth
         with the same box."""
@@ -567,11 +571,13 @@ class ESLSegmentor(BaseSegmentor):
         return MixedBatch(images=mixed[0], probs=mixed[1], valid=mixed[2], gt=mixed[3] if gt else None,
                           partner=partner, mask=mask)
 
+    @record_function('esl.student_pass')
     def student_pass(self, labeled: Tensor, mixed: Tensor) -> StudentOutput:
         """The student's one forward over ``[labeled | mixed]`` (its BN normalises both together)."""
         feats = self.student.extract_feat(torch.cat([labeled, mixed]))
         return StudentOutput(feats=feats, logits=self.student.decode_head.forward(feats), num_labeled=len(labeled))
 
+    @record_function('esl.loss_sup')
     def loss_sup(self, student: StudentOutput, labeled_samples: SampleList) -> Dict[str, Tensor]:
         """L_CE (Eq. 2): the student's decode-head (+ auxiliary) losses on the labeled images."""
         num_labeled = student.num_labeled
@@ -582,6 +588,7 @@ class ESLSegmentor(BaseSegmentor):
                 [f[:num_labeled] for f in student.feats], labeled_samples))
         return losses
 
+    @record_function('esl.loss_unsup')
     def loss_unsup(self, student: StudentOutput, mixed: MixedBatch) -> Dict[str, Tensor]:
         """λ1·L_SCE (Eq. 3-6): soft cross-entropy of the student on the mixed images against ``DSL(p^t)``, over
         valid pixels, and the pseudo-label statistics; keys prefixed ``unsup.``."""
@@ -618,6 +625,7 @@ class ESLSegmentor(BaseSegmentor):
             losses[f'contrast.{self.contrast_loss.loss_name}'] = z_s.sum() * 0.0
         return losses
 
+    @record_function('esl.contrast_targets')
     @torch.no_grad()
     def contrast_targets(self, batch: SemiBatch, teacher: TeacherOutput, mixed: MixedBatch) -> ContrastTargets:
         """Classes, parts (Eq. 7) and the anchor rule (Eq. 9) at the contrastive resolution ``(h, w)``.
@@ -655,6 +663,7 @@ class ESLSegmentor(BaseSegmentor):
                                anchor_mask=anchor_mask, bank_classes=bank_classes,
                                bank_parts=torch.where(bank_classes == ignore, -1, parts))
 
+    @record_function('esl.loss_contrast')
     def loss_contrast(self, targets: ContrastTargets) -> Dict[str, Tensor]:
         """λ2·L_CTR (Eq. 9-10): the student's ``z`` of ``[labeled | mixed]`` (from the decode features of
         :meth:`student_pass`) against the bank; keys prefixed ``contrast.``."""
@@ -662,6 +671,7 @@ class ESLSegmentor(BaseSegmentor):
         loss, stats = self.contrast_loss(z_s, targets.anchor_classes, targets.anchor_parts, targets.anchor_mask)
         return add_prefix({self.contrast_loss.loss_name: loss, **stats}, 'contrast')
 
+    @record_function('esl.update_bank_and_prototypes')
     @torch.no_grad()
     def update_bank_and_prototypes(self, teacher: TeacherOutput, targets: ContrastTargets) -> None:
         """After the loss (MoCo order): ``z^t`` of the weak views into the bank (Eq. 8), and the prototypes

@@ -281,3 +281,15 @@ def test_taps_capture_only_during_loss():
     model.predict(inputs)
     model.student.predict(inputs)
     assert all(tap.features is None for tap in model._taps.values())
+
+
+def test_loss_steps_are_labelled_for_the_profiler_in_eq_11_order(fixed_box):
+    """Each named step of loss() shows in torch.profiler as esl.<step>, in the order of the module docstring."""
+    model = build()
+    inputs, samples = make_batch()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        model.loss(inputs, samples)
+    steps = ['teacher_weak_pass', 'cutmix_unlabeled', 'student_pass', 'loss_sup', 'loss_unsup', 'contrast_targets',
+             'loss_contrast', 'update_bank_and_prototypes']
+    seen = [e.name for e in sorted(prof.events(), key=lambda e: e.time_range.start) if e.name.startswith('esl.')]
+    assert seen == [f'esl.{step}' for step in steps]
