@@ -141,3 +141,33 @@ def test_bad_arguments_are_refused(ssl_gain, tmp_path, capsys):
     with pytest.raises(SystemExit):
         ssl_gain.parse_args(['--data-root', str(tmp_path), '--labeled', 'nope.txt'])
     assert '--labeled nope.txt: no such file under --data-root' in capsys.readouterr().err
+
+
+def test_results_dir_lets_a_fresh_work_dir_reuse_the_runs(ssl_gain, tmp_path, monkeypatch):
+    """--results-dir: result.json lives apart from the work dir, so another checkout / work dir reuses it."""
+    data = tmp_path / 'data'
+    (data / 'sets').mkdir(parents=True)
+    for split in ('l', 'u', 'v'):
+        (data / 'sets' / f'{split}.txt').write_text('a\n')
+    common = ['--seeds', '1', '--methods', 'Sup', '--data-root', str(data), '--labeled', 'sets/l.txt',
+              '--unlabeled', 'sets/u.txt', '--val', 'sets/v.txt', '--iters', '10', '--json', '', '--markdown', '',
+              '--results-dir', str(tmp_path / 'kept')]
+    trained = []
+
+    def fake_training(name, config, work_dir, **kwargs):
+        trained.append(work_dir)
+        result = run(name, 0, 42.0)
+        return type('R', (), {'to_dict': lambda self: dict(result, log_file='log', config=config)})()
+
+    monkeypatch.setattr(ssl_gain, 'run_training', fake_training)
+    monkeypatch.setattr(ssl_gain, 'val_history', lambda work_dir: [dict(mIoU=42.0, step=10.0)])
+    assert ssl_gain.main(common + ['--work-dir', str(tmp_path / 'work_a')]) == 0
+    assert (tmp_path / 'kept' / 'Sup_seed0' / 'result.json').is_file()
+    assert not (tmp_path / 'work_a' / 'Sup_seed0' / 'result.json').exists()
+    assert ssl_gain.main(common + ['--work-dir', str(tmp_path / 'work_b')]) == 0
+    assert len(trained) == 1  # the second work dir reused the kept result
+
+
+def test_config_digest_ignores_where_the_checkout_lies(ssl_gain):
+    text = f"data_root = '{ssl_gain.REPO_ROOT}/data/esl_demo'"
+    assert ssl_gain.config_digest(text) == ssl_gain.config_digest("data_root = '<repo>/data/esl_demo'")

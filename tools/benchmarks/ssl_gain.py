@@ -17,7 +17,9 @@ It runs on any VOC-layout dataset: ``--data-root`` with split files relative to 
 the work dir) and ``--classes`` / ``--classes-file``. Each run trains a config derived from the method's demo
 config with these settings, written next to its results (``<work-dir>/<method>_seed<k>/config.py``). A run
 whose ``result.json`` exists with the same derived config is not trained again, so the table can be
-completed across sittings (``--rerun`` trains again). Nothing is tuned here; the script reports what it measures.
+completed across sittings (``--rerun`` trains again); ``--results-dir`` keeps these files apart from the
+checkpoints, in a folder that can be committed, so that a fresh clone continues the table. Nothing is tuned
+here; the script reports what it measures.
 
 Examples:
     python tools/benchmarks/ssl_gain.py --seeds 5                       # the docs/benchmarks.md table
@@ -50,6 +52,11 @@ PAIRS = (('ESL', 'Sup'), ('ESL', 'MT-hard'), ('MT-DSL', 'MT-hard'), ('MT-hard', 
 SEMI = ('MT-hard', 'MT-DSL', 'ESL')
 
 
+def config_digest(text: str) -> str:
+    """Hash of a derived config's text with the checkout's path replaced, so clones elsewhere reuse the run."""
+    return hashlib.sha256(text.replace(REPO_ROOT, '<repo>').encode()).hexdigest()[:16]
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--seeds', type=int, default=5, help='number of seeds (0 .. seeds-1), default 5')
@@ -76,6 +83,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='further overrides for every method (mmengine --cfg-options syntax)')
     parser.add_argument('--work-dir', default=osp.join(REPO_ROOT, 'work_dirs', 'ssl_gain'))
     parser.add_argument('--rerun', action='store_true', help='train again even where a finished run exists')
+    parser.add_argument('--results-dir', default=None,
+                        help="keep each run's result.json in RESULTS_DIR/<method>_seed<k>/ instead of its work dir: a "
+                        'folder under version control lets a fresh clone complete the table across sittings')
     parser.add_argument('--json', default=osp.join(REPO_ROOT, 'docs', 'benchmarks', 'ssl_gain.json'),
                         help="where to write every run's numbers ('' = nowhere)")
     parser.add_argument('--markdown', default=osp.join(REPO_ROOT, 'docs', 'benchmarks.md'),
@@ -263,8 +273,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             iters=args.iters, val_interval=args.val_interval, validations=4,
                             options=args.cfg_options)
         text = cfg.pretty_text
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        done = osp.join(work_dir, 'result.json')
+        digest = config_digest(text)
+        done = osp.join(args.results_dir, f'{name}_seed{seed}', 'result.json') if args.results_dir else \
+            osp.join(work_dir, 'result.json')
         if osp.isfile(done) and not args.rerun:
             with open(done) as f:
                 previous = json.load(f)
@@ -289,6 +300,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result.update(seed=seed, config_sha256=digest, history=val_history(work_dir),
                       max_iters=int(cfg.train_cfg.max_iters))
         runs.append(result)
+        os.makedirs(osp.dirname(done), exist_ok=True)
         with open(done, 'w') as f:
             json.dump(result, f, indent=2)
         final = result['history'][-1] if result['history'] else {}
