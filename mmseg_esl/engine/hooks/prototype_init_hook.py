@@ -48,89 +48,37 @@ def _positive_int(name: str, value) -> int:
 class PrototypeInitHook(Hook):
     """Initialises the part prototypes P (C, K, L') by per-class K-means on E^t features of the labeled set.
 
-    In ``before_train`` (once, before the first iteration):
+    Once, in ``before_train`` (priority ``'BELOW_NORMAL'``: after ``EMATeacherHook`` has set teacher := student,
+    so E^t is the ImageNet-initialised encoder, as in the paper):
 
-    1. For every labeled image (the ``dataloader`` config, built with ``Runner.build_dataloader``; under DDP
-       its ``DefaultSampler`` gives every rank a shard): preprocess it with ``model.data_preprocessor(batch,
-       True)`` (normalisation, padding of image and ``gt_sem_seg`` to the preprocessor's ``size`` with
-       ``seg_pad_val`` = 255, so padding is ignored), take ``E^t = model.teacher_encoder_features(inputs)``
-       of shape (N, L', h, w), and resize the ground truth to (h, w) with *nearest* interpolation. Labels are
-       downsampled to E^t's resolution; E^t is never upsampled (no interpolated feature vectors, and h × w
-       instead of H × W pixels to sample from). Images of a batch are grouped by size and each group is
-       preprocessed and encoded on its own, so no image is padded to another one's size (the preprocessor
-       cannot stack images of different sizes larger than its ``size``; VOC's images differ). A batch size
-       above 1 therefore only pays off when sizes repeat (Cityscapes, or a fixed-size pipeline).
-    2. Each labeled pixel (label != ``ignore_index``) is offered to a
-       :class:`~mmseg_esl.models.utils.prototypes.ClassPixelReservoir` (CPU, ``storage_dtype``, seed
-       ``seed + rank``), which keeps a uniform sample of at most ``max_pixels_per_class`` pixels per class.
-       Under DDP, :meth:`ClassPixelReservoir.merge_across_ranks` then gives every rank the one uniform sample
-       of the whole labeled set.
-    3. Rank 0 runs :func:`~mmseg_esl.models.utils.prototypes.kmeans_prototypes` (K-means on the L2-normalised
-       sample of each class, ``random_state=seed``, centres L2-normalised), P is broadcast from rank 0 so
-       that every rank holds the same P, and ``contrast_loss.set_prototypes_(P)`` stores it.
-    4. The elapsed time, the number of images, the pixels seen and sampled per class, and the classes K-means
-       could not serve are logged; absent classes (zero prototypes) and classes with fewer than K sampled
-       pixels (their pixels repeated) are WARNINGs, never errors. The report of ``kmeans_prototypes`` is
-       kept as :attr:`report`.
+    1. every labeled image of ``dataloader`` (under DDP a ``DefaultSampler`` shard, ``round_up=False`` so no
+       image counts twice) is preprocessed by ``model.data_preprocessor`` (images of one size at a time: the
+       preprocessor cannot stack VOC's sizes), encoded by ``model.teacher_encoder_features`` (N, L', h, w), and
+       its labels are nearest-resized to (h, w) (E^t is never upsampled);
+    2. each labeled pixel is offered to a ``ClassPixelReservoir`` (a uniform sample of at most
+       ``max_pixels_per_class`` per class, seed ``seed + rank``), merged over ranks;
+    3. rank 0 runs ``kmeans_prototypes`` (K-means on the L2-normalised sample of each class), P is broadcast
+       and stored with ``model.contrast_loss.set_prototypes_(P)``;
+    4. what was seen and clustered per class is logged; absent classes and classes with fewer than K pixels are
+       warnings (see :attr:`report`), never errors.
 
-    Which E^t: ``model.teacher``, which at iteration 0 is a copy of the student made by
-    :class:`EMATeacherHook` in its own ``before_train``; the student's backbone holds the ImageNet weights
-    (``init_cfg``/``pretrained``), so E^t is the ImageNet-initialised encoder of the paper. Hence the
-    priority ``'BELOW_NORMAL'``: ``before_train`` hooks run in priority order and ``EMATeacherHook`` is
-    ``'NORMAL'``, so this hook runs after the teacher was set to the student (before that, the teacher holds
-    whatever weights the segmentor built it with). The checkpoint (``load_from``/``resume``) is loaded by
-    ``runner.train()`` before any ``before_train``.
-
-    Resume: if ``runner.iter > 0`` and ``contrast_loss.prototypes_ready`` is True, P came with the checkpoint
-    and is left alone. If it is resumed but P is not ready (a checkpoint from a run without the hook), P is
-    initialised from the *current* teacher with a warning (not the ImageNet encoder any more).
-
-    Sampler: ``DefaultSampler`` pads the shards with repeated images when the dataset size is not a multiple
-    of the world size (``round_up=True``, its default), which would count these images twice; the hook
-    therefore sets ``round_up=False`` unless the config sets it (ranks may get unequal shards: there is no
-    collective call per batch). An ``InfiniteSampler`` never ends and is rejected. Use ``shuffle=False``:
-    the order does not bias the sample, but a fixed order makes the run reproducible.
-
-    Model interface (the model may be wrapped, e.g. by DDP; ``.module`` is used):
-
-    * ``model.contrast_loss``: None when the contrastive loss is disabled (the hook logs that and returns),
-      else a module with ``num_classes`` (C), ``num_parts`` (K), ``feat_channels`` (L', channels of E^t),
-      ``in_index`` (which output of ``teacher.extract_feat`` is E^t), ``ignore_index``, the buffers
-      ``prototypes`` (C, K, L') and ``prototypes_ready`` (0-dim bool), and ``set_prototypes_(P)``, which copies
-      a float32 CPU tensor (C, K, L') into the buffer (casting device and dtype) and sets ``prototypes_ready``.
-    * ``model.teacher``: an mmseg segmentor (set to eval mode here).
-    * ``model.teacher_encoder_features(inputs)``: E^t (N, L', h, w), with ``in_index`` and ``feat_channels``
-      checked against the backbone (``ESLSegmentor.teacher_encoder_features``).
-    * ``model.data_preprocessor``: a ``SegDataPreProcessor``.
-
-    Example::
-
-        custom_hooks = [
-            dict(type='EMATeacherHook', decay=0.99),
-            dict(type='PrototypeInitHook', max_pixels_per_class=5000,
-                 dataloader=dict(batch_size=1, num_workers=2, sampler=dict(type='DefaultSampler', shuffle=False),
-                                 dataset=dict(type='PascalVOCDataset', ..., ann_file='<labeled split>',
-                                              pipeline=[dict(type='LoadImageFromFile'),
-                                                        dict(type='LoadAnnotations'),
-                                                        dict(type='PackSegInputs')]))),
-        ]
+    On resume P comes with the checkpoint and the hook does nothing; a checkpoint without initialised P is
+    initialised from the current teacher, with a warning. ``model.contrast_loss is None`` (no contrastive term):
+    the hook logs that and returns. The model needs ``contrast_loss`` (``num_classes``, ``num_parts``,
+    ``feat_channels``, ``in_index``, ``ignore_index``, ``prototypes``, ``prototypes_ready``, ``set_prototypes_``),
+    ``teacher``, ``teacher_encoder_features`` and ``data_preprocessor``, as ``ESLSegmentor`` has.
 
     Args:
-        dataloader: An mmengine dataloader config (or a built ``DataLoader``) over the *labeled* set with a
-            deterministic pipeline (no random crop or flip: the features should describe the images as they
-            are). Required.
-        max_pixels_per_class: Sample size M per class. Memory per rank: C × M × (L' × element size + 8) bytes,
-            e.g. 21 · 5000 · (2048 · 2 + 8) B ≈ 0.43 GB for VOC with ResNet-101 ``layer4`` in float16.
-        storage_dtype: ``'float16'`` (half the memory; fine for post-ReLU features) or ``'float32'``.
-            K-means always runs in float32.
-        seed: The reservoir of rank r uses ``seed + r`` (independent keys per rank, as
-            ``merge_across_ranks`` requires) and every KMeans run ``random_state=seed``; also the dataloader's
-            seed.
-        n_init: K-means++ restarts per class (the lowest-inertia run is kept).
+        dataloader: Dataloader config (or ``DataLoader``) over the *labeled* set with a deterministic pipeline
+            (no random crop or flip). Required; an ``InfiniteSampler`` is refused.
+        max_pixels_per_class: Sample size M per class; memory per rank C × M × (L' × element size + 8) bytes.
+        storage_dtype: ``'float16'`` (half the memory) or ``'float32'``; K-means always runs in float32.
+        seed: Reservoir seed (``seed + rank``), K-means ``random_state`` and the dataloader's seed.
+        n_init: K-means++ restarts per class (the lowest inertia is kept).
         max_iter: Maximum Lloyd iterations per K-means run.
 
     Raises:
-        ValueError: on a missing ``dataloader`` or an out-of-range argument, naming it.
+        ValueError: On a missing ``dataloader`` or an out-of-range argument, naming it.
     """
 
     priority = 'BELOW_NORMAL'
