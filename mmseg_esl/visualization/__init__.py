@@ -4,11 +4,9 @@
   and :class:`~mmseg_esl.engine.hooks.PseudoLabelVisHook`;
 * :mod:`.parts` — one colour per (class, part) for the object-part maps (Fig. 4) and t-SNE panels (Fig. 6);
 * :mod:`.panels` — pixel-exact figures of image panels with titles and a swatch legend (matplotlib, Agg);
-* :mod:`.analysis_inputs` — the ESL model (config + checkpoint) and images the analysis tools read.
 
 matplotlib is imported only when a figure is drawn.
 """
-from .analysis_inputs import AnalysisError, AnalysisSample, ImageSource, load_config, load_model
 from .panels import figure_to_rgb, panel_figure, save_png, upscale
 from .parts import class_palette, colour_parts, part_palette
 from .pseudo_labels import (
@@ -22,8 +20,8 @@ from .pseudo_labels import (
 )
 
 __all__ = [
-    'AnalysisError', 'AnalysisSample', 'CATEGORY_COLOURS', 'ImageSource', 'category_fractions', 'class_palette',
+    'CATEGORY_COLOURS', 'category_fractions', 'class_palette',
     'colour_parts', 'count_categories', 'dominant_class_counts', 'dominant_classes_figure', 'figure_to_rgb',
-    'load_config', 'load_model', 'overlay_categories', 'panel_figure', 'part_palette', 'render_dominant_classes',
+    'overlay_categories', 'panel_figure', 'part_palette', 'render_dominant_classes',
     'save_png', 'upscale'
 ]

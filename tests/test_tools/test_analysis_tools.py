@@ -24,11 +24,11 @@ from mmseg.registry import MODELS
 from PIL import Image
 
 import mmseg_esl  # noqa: F401  (registrations)
+from mmseg_esl.analysis import AnalysisError
 from mmseg_esl.models.decode_heads.projector_head import DecodeFeatureTap
 from mmseg_esl.models.losses import dominant_classes
 from mmseg_esl.testing import make_demo_dataset
 from mmseg_esl.utils.experiment import data_root_options
-from mmseg_esl.visualization import AnalysisError
 from mmseg_esl.visualization.pseudo_labels import CATEGORY_COLOURS
 
 ANALYSIS = osp.join(REPO_ROOT, 'tools', 'analysis')

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mmseg_esl.visualization.analysis_inputs import (
+from mmseg_esl.analysis import (
     AnalysisError,
     ImageSource,
     add_common_arguments,

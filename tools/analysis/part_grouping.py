@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from mmseg_esl.visualization.analysis_inputs import (
+from mmseg_esl.analysis import (
     AnalysisError,
     ImageSource,
     add_common_arguments,

@@ -26,8 +26,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from mmseg_esl.models.losses import dynamic_soft_label, hard_label
-from mmseg_esl.visualization.analysis_inputs import (
+from mmseg_esl.analysis import (
     AnalysisError,
     ImageSource,
     add_common_arguments,
@@ -38,6 +37,7 @@ from mmseg_esl.visualization.analysis_inputs import (
     run_tool,
     write_json,
 )
+from mmseg_esl.models.losses import dynamic_soft_label, hard_label
 from mmseg_esl.visualization.panels import new_figure, save_png
 
 TOOL = 'pseudo_label_hist.py'

@@ -36,8 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmseg_esl.models.decode_heads.projector_head import DecodeFeatureTap
-from mmseg_esl.visualization.analysis_inputs import (
+from mmseg_esl.analysis import (
     AnalysisError,
     ImageSource,
     add_common_arguments,
@@ -49,6 +48,7 @@ from mmseg_esl.visualization.analysis_inputs import (
     select_classes,
     write_json,
 )
+from mmseg_esl.models.decode_heads.projector_head import DecodeFeatureTap
 from mmseg_esl.visualization.panels import new_figure, save_png
 from mmseg_esl.visualization.parts import class_palette, part_palette
 
