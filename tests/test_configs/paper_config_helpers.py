@@ -190,6 +190,28 @@ def data_root_for(cfg: Config, roots: dict) -> str:
     return roots['cityscapes'] if cfg.val_dataloader.dataset.type == 'CityscapesDataset' else roots['voc']
 
 
+def tiny_config(path: str, roots: dict, work_dir: str, *, iters: int,
+                options: Optional[Dict[str, Any]] = None) -> Config:
+    """``path`` with the whitelist applied for the tiny data (and ``options`` after it), SyncBN -> BN, a split file
+    at every path it names. Configs with an mmpretrain backbone are skipped (reason printed) where mmpretrain does
+    not import."""
+    import mmseg_esl  # noqa: F401
+    from mmseg_esl.utils import convert_sync_bn_cfg
+    cfg = Config.fromfile(path)
+    if needs_mmpretrain(cfg):
+        reason = mmpretrain_missing_reason()
+        if reason:
+            print(f'SKIPPED {osp.basename(path)}: {reason}')
+            pytest.skip(reason)
+    data_root = data_root_for(cfg, roots)
+    cfg.merge_from_dict(whitelist_overrides(cfg, data_root, iters=iters, checkpoint=False))
+    cfg.merge_from_dict(options or {})
+    convert_sync_bn_cfg(cfg, warn=False)
+    write_tiny_splits(cfg, data_root)
+    cfg.work_dir = work_dir
+    return cfg
+
+
 def run_one_iteration(path: str, roots: dict, work_dir: str, *, iters: int = 1):
     """Loads ``path``, applies the whitelist, trains ``iters`` iterations in this process and validates once.
 
@@ -209,20 +231,8 @@ def run_one_iteration(path: str, roots: dict, work_dir: str, *, iters: int = 1):
     """
     from mmengine.runner import Runner
 
-    import mmseg_esl  # noqa: F401
-    from mmseg_esl.utils import convert_sync_bn_cfg
-    cfg = Config.fromfile(path)
-    if needs_mmpretrain(cfg):
-        reason = mmpretrain_missing_reason()
-        if reason:
-            print(f'SKIPPED {osp.basename(path)}: {reason}')
-            pytest.skip(reason)
-    data_root = data_root_for(cfg, roots)
-    cfg.merge_from_dict(whitelist_overrides(cfg, data_root, iters=iters, checkpoint=False))
+    cfg = tiny_config(path, roots, work_dir, iters=iters)
     cfg.merge_from_dict(in_process_overrides(cfg))
-    convert_sync_bn_cfg(cfg, warn=False)
-    write_tiny_splits(cfg, data_root)
-    cfg.work_dir = work_dir
     # mmseg's runtime names its visualizer 'visualizer', and mmengine returns an existing instance of that name, still
     # writing to the previous run's work dir: one name per run inside this process.
     cfg.visualizer.name = f'visualizer_{next(_RUN_IDS)}'
@@ -287,21 +297,9 @@ def check_on_meta_device(path: str, roots: dict, work_dir: str, *, options: Opti
     """
     from mmengine.registry import DefaultScope
 
-    import mmseg_esl  # noqa: F401
-    from mmseg_esl.utils import check_training_inputs, convert_sync_bn_cfg
+    from mmseg_esl.utils import check_training_inputs
     from mmseg_esl.utils.preflight import build_model_cheaply
-    cfg = Config.fromfile(path)
-    if needs_mmpretrain(cfg):
-        reason = mmpretrain_missing_reason()
-        if reason:
-            print(f'SKIPPED {osp.basename(path)}: {reason}')
-            pytest.skip(reason)
-    data_root = data_root_for(cfg, roots)
-    cfg.merge_from_dict(whitelist_overrides(cfg, data_root, iters=1, checkpoint=False))
-    cfg.merge_from_dict(options or {})
-    convert_sync_bn_cfg(cfg, warn=False)
-    write_tiny_splits(cfg, data_root)
-    cfg.work_dir = work_dir
+    cfg = tiny_config(path, roots, work_dir, iters=1, options=options)
     check_training_inputs(cfg, scan='off')
     assert not osp.exists(work_dir)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmseg')), torch.no_grad():

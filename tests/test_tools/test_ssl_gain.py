@@ -107,14 +107,14 @@ def test_derived_config_moves_every_method_to_another_dataset(tmp_path):
             assert loaded.custom_hooks[1].dataloader.dataset.split_file == 's/l.txt'  # K-means on the labeled set
 
 
-def test_finished_runs_are_reused_and_changed_ones_trained_again(ssl_gain, tmp_path, monkeypatch, capsys):
+def fake_sup_runs(ssl_gain, tmp_path, monkeypatch):
+    """A one-id dataset and a fake training (mIoU 42) for Sup: ``(data args, names of the trained runs)``."""
     data = tmp_path / 'data'
     (data / 'sets').mkdir(parents=True)
     for split in ('l', 'u', 'v'):
         (data / 'sets' / f'{split}.txt').write_text('a\n')
     args = ['--seeds', '1', '--methods', 'Sup', '--data-root', str(data), '--labeled', 'sets/l.txt',
-            '--unlabeled', 'sets/u.txt', '--val', 'sets/v.txt', '--work-dir', str(tmp_path / 'work'),
-            '--iters', '10', '--json', '', '--markdown', '']
+            '--unlabeled', 'sets/u.txt', '--val', 'sets/v.txt']
     trained = []
 
     def fake_training(name, config, work_dir, **kwargs):
@@ -124,6 +124,12 @@ def test_finished_runs_are_reused_and_changed_ones_trained_again(ssl_gain, tmp_p
 
     monkeypatch.setattr(ssl_gain, 'run_training', fake_training)
     monkeypatch.setattr(ssl_gain, 'val_history', lambda work_dir: [dict(mIoU=42.0, step=10.0)])
+    return args, trained
+
+
+def test_finished_runs_are_reused_and_changed_ones_trained_again(ssl_gain, tmp_path, monkeypatch, capsys):
+    data_args, trained = fake_sup_runs(ssl_gain, tmp_path, monkeypatch)
+    args = data_args + ['--work-dir', str(tmp_path / 'work'), '--iters', '10', '--json', '', '--markdown', '']
     assert ssl_gain.main(args) == 0
     assert trained == ['Sup']
     saved = json.load(open(tmp_path / 'work' / 'Sup_seed0' / 'result.json'))
@@ -145,22 +151,8 @@ def test_bad_arguments_are_refused(ssl_gain, tmp_path, capsys):
 
 def test_results_dir_lets_a_fresh_work_dir_reuse_the_runs(ssl_gain, tmp_path, monkeypatch):
     """--results-dir: result.json lives apart from the work dir, so another checkout / work dir reuses it."""
-    data = tmp_path / 'data'
-    (data / 'sets').mkdir(parents=True)
-    for split in ('l', 'u', 'v'):
-        (data / 'sets' / f'{split}.txt').write_text('a\n')
-    common = ['--seeds', '1', '--methods', 'Sup', '--data-root', str(data), '--labeled', 'sets/l.txt',
-              '--unlabeled', 'sets/u.txt', '--val', 'sets/v.txt', '--iters', '10', '--json', '', '--markdown', '',
-              '--results-dir', str(tmp_path / 'kept')]
-    trained = []
-
-    def fake_training(name, config, work_dir, **kwargs):
-        trained.append(work_dir)
-        result = run(name, 0, 42.0)
-        return type('R', (), {'to_dict': lambda self: dict(result, log_file='log', config=config)})()
-
-    monkeypatch.setattr(ssl_gain, 'run_training', fake_training)
-    monkeypatch.setattr(ssl_gain, 'val_history', lambda work_dir: [dict(mIoU=42.0, step=10.0)])
+    data_args, trained = fake_sup_runs(ssl_gain, tmp_path, monkeypatch)
+    common = data_args + ['--iters', '10', '--json', '', '--markdown', '', '--results-dir', str(tmp_path / 'kept')]
     assert ssl_gain.main(common + ['--work-dir', str(tmp_path / 'work_a')]) == 0
     assert (tmp_path / 'kept' / 'Sup_seed0' / 'result.json').is_file()
     assert not (tmp_path / 'work_a' / 'Sup_seed0' / 'result.json').exists()
