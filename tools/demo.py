@@ -20,7 +20,15 @@ import platform
 import sys
 import time
 
-from mmseg_esl.utils.experiment import DEMO_METHODS, data_root_options, run_training, schedule_options
+from mmengine.config import Config
+
+from mmseg_esl.utils.experiment import (
+    DEMO_METHODS,
+    data_root_options,
+    run_training,
+    schedule_options,
+    teacher_phase_options,
+)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -34,7 +42,8 @@ def parse_args() -> argparse.Namespace:
                         help='which configs to train (default: Sup MT-hard ESL)')
     parser.add_argument('--seed', type=int, default=0, help='training seed (randomness.seed)')
     parser.add_argument('--iters', type=int, default=None,
-                        help='override the number of iterations of every config (default: the configs\')')
+                        help='override the number of iterations of every config (default: the configs\'); '
+                        'the teacher\'s supervised-only phase keeps its share of the run')
     return parser.parse_args()
 
 
@@ -58,7 +67,7 @@ def main() -> int:
         config = osp.join(REPO_ROOT, DEMO_METHODS[name])
         options = data_root_options(config, args.data_root) + [f'randomness.seed={args.seed}']
         if args.iters:
-            options += schedule_options(args.iters)
+            options += schedule_options(args.iters) + teacher_phase_options(Config.fromfile(config), args.iters)
         print(f'\n== training {name}: {osp.relpath(config, REPO_ROOT)}', flush=True)
         result = run_training(name, config, osp.join(args.work_dir, name), cfg_options=options,
                               train_script=osp.join(REPO_ROOT, 'tools', 'train.py'))

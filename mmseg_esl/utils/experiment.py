@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 __all__ = ['DEMO_METHODS', 'DEMO_SPLITS', 'RunResult', 'data_root_options', 'derive_config', 'last_val_metrics',
-           'run_training', 'schedule_options', 'val_history']
+           'run_training', 'schedule_options', 'teacher_phase_options', 'val_history']
 
 #: The demo's methods and their configs (relative to the repository root). All share the model, the labeled
 #: batch and the schedule; they differ only in what they do with unlabeled images.
@@ -138,6 +138,19 @@ def _walk(node, visit) -> None:
             _walk(value, visit)
 
 
+def teacher_phase_options(cfg, iters: int) -> List[str]:
+    """``--cfg-options`` that keep each ``EMATeacherHook``'s ``sup_only_iters`` and ``copy_iters`` at their share
+    of ``cfg``'s run when it is changed to ``iters`` iterations (rounded): a 40-iteration check of a config with a
+    125-of-1000 supervised-only phase gets 5 such iterations, not a run without any unlabeled term."""
+    factor = iters / int(cfg.train_cfg.max_iters)
+    options = []
+    for index, hook in enumerate(cfg.get('custom_hooks', [])):
+        if hook.get('type') == 'EMATeacherHook':
+            options += [f'custom_hooks.{index}.{key}={int(round(hook[key] * factor))}'
+                        for key in ('sup_only_iters', 'copy_iters') if hook.get(key)]
+    return options
+
+
 def derive_config(config: str, *, data_root: str, splits: Dict[str, str], seed: int,
                   classes: Optional[Sequence[str]] = None, img_dir: Optional[str] = None,
                   ann_dir: Optional[str] = None, img_suffix: Optional[str] = None,
@@ -151,7 +164,8 @@ def derive_config(config: str, *, data_root: str, splits: Dict[str, str], seed: 
     the VOC palette) and every ``num_classes`` their number; ``img_dir``/``ann_dir`` replace ``data_prefix``,
     the suffixes ``img_suffix``/``seg_map_suffix``. Then the seed, the schedule (:func:`schedule_options`; with
     ``validations`` and no ``val_interval``, that many evenly spaced validations) and ``options`` (mmengine
-    ``--cfg-options`` syntax) are merged.
+    ``--cfg-options`` syntax) are merged; the teacher's phases keep their share of the run
+    (:func:`teacher_phase_options`) unless ``options`` set them.
 
     Args:
         config: The method's config file.
@@ -204,7 +218,8 @@ def derive_config(config: str, *, data_root: str, splits: Dict[str, str], seed: 
     total = iters or int(derived.train_cfg.max_iters)
     if val_interval is None and validations:
         val_interval = max(1, total // validations)
-    merged = [f'randomness.seed={seed}'] + schedule_options(total, val_interval) + list(options)
+    merged = [f'randomness.seed={seed}', *schedule_options(total, val_interval),
+              *teacher_phase_options(derived, total), *options]
     parser = argparse.ArgumentParser()
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     derived.merge_from_dict(parser.parse_args(['--cfg-options', *merged]).cfg_options)

@@ -103,6 +103,8 @@ def test_derived_config_moves_every_method_to_another_dataset(tmp_path):
         else:
             assert [d.split_file for d in train.datasets] == ['s/l.txt', 's/u.txt']
             assert loaded.model.test_cfg.mode == 'whole'
+            # The supervised-only phase keeps its share of the run: 125 of 1000 -> 10 of 80.
+            assert loaded.custom_hooks[0].type == 'EMATeacherHook' and loaded.custom_hooks[0].sup_only_iters == 10
         if name == 'ESL':
             assert loaded.custom_hooks[1].dataloader.dataset.split_file == 's/l.txt'  # K-means on the labeled set
 

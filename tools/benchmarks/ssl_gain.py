@@ -76,7 +76,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--ann-dir', default=None, help='label folder under the root (default: SegmentationClass)')
     parser.add_argument('--img-suffix', default=None, help="image suffix (default: '.jpg')")
     parser.add_argument('--seg-map-suffix', default=None, help="label suffix (default: '.png')")
-    parser.add_argument('--iters', type=int, default=None, help="override every config's iterations")
+    parser.add_argument('--iters', type=int, default=None,
+                        help="override every config's iterations (the teacher's supervised-only phase keeps its share)")
     parser.add_argument('--val-interval', type=int, default=None,
                         help='validate every N iterations (default: four times per run, to follow the teacher)')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
