@@ -45,18 +45,11 @@ from torch import Tensor, nn
 
 from ...checks import is_positive_int
 from ..utils.memory_bank import EXCLUDE_RULES, PartMemoryBank
-from .part_contrast import (
-    REDUCTIONS,
-    assign_parts,
-    batch_part_means,
-    class_mean_loss,
-    gather_pixels,
-    masked_average_pool,
-    momentum_update_prototypes_,
-    part_infonce_from_bank,
-    sample_anchors,
-    upsampled_masked_average_pool,
-)
+from .anchor_sampling import gather_pixels, sample_anchors
+from .infonce import REDUCTIONS, class_mean_loss, part_infonce_from_bank
+from .masked_pooling import masked_average_pool, upsampled_masked_average_pool
+from .part_assignment import assign_parts
+from .prototype_update import batch_part_means, momentum_update_prototypes_
 
 __all__ = ['PixelPartContrastLoss', 'negative_pool_size']
 

@@ -15,7 +15,7 @@ from mmseg_esl.models.losses import (
     part_infonce_from_bank,
     upsampled_masked_average_pool,
 )
-from mmseg_esl.models.losses import part_contrast as module
+from mmseg_esl.models.losses import contrast_common as module
 
 IGNORE = 255
 HALF_DTYPES = [torch.float16, torch.bfloat16]
