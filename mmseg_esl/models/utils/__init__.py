@@ -1,4 +1,4 @@
-"""Model-side helpers shared by segmentors, losses and hooks: CutMix, EMA, the part memory bank, prototype K-means."""
+"""Model-side helpers shared by segmentors, losses and hooks: CutMix, EMA, part bank, prototypes, pseudo-label stats."""
 from .batch_norm import batch_norm_modes_of
 from .cutmix import (
     CutMixParams,
@@ -13,6 +13,7 @@ from .cutmix import (
 from .ema import average_buffers_, check_teacher_student, ema_decay, ema_update_
 from .memory_bank import PartMemoryBank
 from .prototypes import ClassPixelReservoir, kmeans_prototypes
+from .pseudo_label_stats import pseudo_label_stats
 
 __all__ = [
     'ClassPixelReservoir',
@@ -29,6 +30,7 @@ __all__ = [
     'derangement',
     'kmeans_prototypes',
     'make_cutmix_params',
+    'pseudo_label_stats',
     'resize_mask',
     'sample_cutmix_boxes',
 ]

@@ -1,0 +1,35 @@
+"""Logged statistics of the pseudo labels: dominant classes, teacher confidence, accuracy against ground truth."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor
+
+
+@torch.no_grad()
+def pseudo_label_stats(probs: Tensor, pseudo: Tensor, valid: Tensor, gt: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    """How the pseudo labels behave, averaged over valid unlabeled pixels.
+
+    Args:
+        probs: Mixed teacher probabilities ``(U, C, H, W)``.
+        pseudo: The pseudo labels built from them ``(U, C, H, W)`` (soft or one-hot).
+        valid: Valid pixels ``(U, H, W)``.
+        gt: Optional mixed ground truth ``(U, H, W)`` (255 = ignore), logged only.
+
+    Returns:
+        ``dominant_classes`` (mean number of classes with non-zero pseudo-label mass), ``multi_dominant``
+        (fraction of pixels with >= 2 of them), ``teacher_conf`` (mean max probability) and, with
+        ``gt``, ``pseudo_acc`` (accuracy of the teacher's argmax on labeled-in-truth pixels).
+    """
+    count = valid.sum().clamp(min=1)
+    dominant = (pseudo > 0).sum(dim=1).float()
+    stats = dict(
+        dominant_classes=(dominant * valid).sum() / count,
+        multi_dominant=((dominant >= 2) & valid).sum() / count,
+        teacher_conf=(probs.max(dim=1).values * valid).sum() / count)
+    if gt is not None:
+        known = valid & (gt != 255)
+        correct = (probs.argmax(dim=1) == gt) & known
+        stats['pseudo_acc'] = correct.sum() / known.sum().clamp(min=1)
+    return stats
