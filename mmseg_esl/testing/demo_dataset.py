@@ -72,6 +72,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .demo_drawing import TEXTURES, Shape, disc, draw_shape, jitter_shape, jittered_colour, part_texture, rect
 from .tiny_voc import voc_palette
 
 #: Class names of the demo dataset; index = label value.
@@ -80,8 +81,7 @@ DEMO_CLASSES: Tuple[str, ...] = ('background', 'robot', 'doll', 'car', 'truck', 
 DEMO_PALETTE: List[List[int]] = voc_palette(len(DEMO_CLASSES))
 
 _CANVAS = 64  # side of the canvas an object is drawn on before it is scaled, rotated and placed
-_SHIFT = 4  # fractional bits of cv2's drawing coordinates
-_TEXTURES = ('plain', 'hstripes', 'vstripes', 'checker', 'dots', 'rings', 'speckle', 'gradient')
+
 
 
 @dataclass(frozen=True)
@@ -124,18 +124,6 @@ DEMO_PART_APPEARANCES: Dict[str, PartAppearance] = {
 }
 _APPEARANCE_NAMES: Tuple[str, ...] = tuple(DEMO_PART_APPEARANCES)
 
-# A shape on the canvas: ('poly', ((x, y), ...)) or ('ellipse', (cx, cy, half_axis_x, half_axis_y, angle_deg)).
-Shape = Tuple[str, Tuple[Any, ...]]
-
-
-def _rect(x0: float, y0: float, x1: float, y1: float) -> Shape:
-    return 'poly', ((x0, y0), (x1, y0), (x1, y1), (x0, y1))
-
-
-def _disc(cx: float, cy: float, radius: float) -> Shape:
-    return 'ellipse', (cx, cy, radius, radius, 0.0)
-
-
 @dataclass(frozen=True)
 class ObjectPart:
     """One part of an object class: its role, its appearance and its shapes on the 64 x 64 canvas."""
@@ -150,30 +138,30 @@ _PETALS = tuple(('ellipse', (32 + 10 * math.cos(math.radians(a)), 18 + 10 * math
 
 #: The parts of each object class, in drawing order (later parts cover earlier ones).
 DEMO_CLASS_PARTS: Dict[str, Tuple[ObjectPart, ...]] = {
-    'robot': (ObjectPart('legs', 'dark_leg', (_rect(20, 44, 28, 62), _rect(36, 44, 44, 62))),
-              ObjectPart('torso', 'blue_panel', (_rect(15, 19, 49, 46),)),
-              ObjectPart('head', 'metal', (_rect(21, 3, 43, 19),)),
-              ObjectPart('visor', 'glass', (_rect(25, 8, 39, 14),))),
-    'doll': (ObjectPart('legs', 'dark_leg', (_rect(25, 46, 30, 62), _rect(34, 46, 39, 62))),
+    'robot': (ObjectPart('legs', 'dark_leg', (rect(20, 44, 28, 62), rect(36, 44, 44, 62))),
+              ObjectPart('torso', 'blue_panel', (rect(15, 19, 49, 46),)),
+              ObjectPart('head', 'metal', (rect(21, 3, 43, 19),)),
+              ObjectPart('visor', 'glass', (rect(25, 8, 39, 14),))),
+    'doll': (ObjectPart('legs', 'dark_leg', (rect(25, 46, 30, 62), rect(34, 46, 39, 62))),
              ObjectPart('dress', 'red_dots', (('poly', ((32, 19), (13, 50), (51, 50))),)),
-             ObjectPart('head', 'skin', (_disc(32, 12, 9),))),
+             ObjectPart('head', 'skin', (disc(32, 12, 9),))),
     'car': (ObjectPart('window', 'glass', (('poly', ((17, 28), (23, 13), (43, 13), (51, 28))),)),
             ObjectPart('body', 'orange_paint', (('poly', ((3, 30), (8, 26), (58, 26), (62, 32), (62, 46),
                                                           (3, 46))),)),
-            ObjectPart('wheels', 'tyre', (_disc(16, 46, 9), _disc(48, 46, 9)))),
-    'truck': (ObjectPart('cargo', 'wood', (_rect(2, 8, 40, 46),)),
+            ObjectPart('wheels', 'tyre', (disc(16, 46, 9), disc(48, 46, 9)))),
+    'truck': (ObjectPart('cargo', 'wood', (rect(2, 8, 40, 46),)),
               ObjectPart('cab', 'yellow_paint', (('poly', ((41, 18), (54, 18), (62, 30), (62, 46), (41, 46))),)),
               ObjectPart('window', 'glass', (('poly', ((45, 21), (53, 21), (58, 30), (45, 30))),)),
-              ObjectPart('wheels', 'tyre', (_disc(13, 47, 8), _disc(29, 47, 8), _disc(52, 47, 8)))),
-    'tree': (ObjectPart('trunk', 'bark', (_rect(27, 34, 37, 63),)),
+              ObjectPart('wheels', 'tyre', (disc(13, 47, 8), disc(29, 47, 8), disc(52, 47, 8)))),
+    'tree': (ObjectPart('trunk', 'bark', (rect(27, 34, 37, 63),)),
              ObjectPart('crown', 'leaf', (('ellipse', (32, 22, 25, 19, 0.0)),)),
-             ObjectPart('fruit', 'red_fruit', tuple(_disc(x, y, 3.5) for x, y in
+             ObjectPart('fruit', 'red_fruit', tuple(disc(x, y, 3.5) for x, y in
                                                     ((22, 18), (40, 14), (34, 28), (44, 26), (24, 30))))),
-    'flower': (ObjectPart('stem', 'stem', (_rect(30, 24, 34, 63),)),
+    'flower': (ObjectPart('stem', 'stem', (rect(30, 24, 34, 63),)),
                ObjectPart('leaves', 'leaf', (('ellipse', (22, 46, 10, 4, -30.0)),
                                              ('ellipse', (42, 52, 10, 4, 30.0)))),
                ObjectPart('petals', 'petal', _PETALS),
-               ObjectPart('centre', 'pollen', (_disc(32, 18, 6),))),
+               ObjectPart('centre', 'pollen', (disc(32, 18, 6),))),
 }
 
 
@@ -191,74 +179,6 @@ _LOOSE_PARTS: Tuple[ObjectPart, ...] = tuple(part for parts in DEMO_CLASS_PARTS.
                                              if part.appearance in shared_part_appearances())
 
 
-# --------------------------------------------------------------------------------------------------- drawing
-def _texture(kind: str, colour: np.ndarray, colour2: np.ndarray, period: float, height: int, width: int,
-             rng: np.random.Generator, *, centre: Tuple[float, float] = (0.0, 0.0), angle: float = 0.0
-             ) -> np.ndarray:
-    """An ``(H, W, 3)`` float32 texture; ``angle`` (radians) rotates the stripe / checker / dot patterns."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    if angle:
-        xx, yy = xx * math.cos(angle) + yy * math.sin(angle), yy * math.cos(angle) - xx * math.sin(angle)
-    half = max(period / 2.0, 0.5)
-    if kind == 'plain':
-        weight = np.zeros((height, width), np.float32)
-    elif kind == 'hstripes':
-        weight = np.floor(yy / half) % 2
-    elif kind == 'vstripes':
-        weight = np.floor(xx / half) % 2
-    elif kind == 'checker':
-        weight = (np.floor(yy / half) + np.floor(xx / half)) % 2
-    elif kind == 'dots':
-        dy, dx = yy % period - period / 2.0, xx % period - period / 2.0
-        weight = (dy * dy + dx * dx <= (0.3 * period) ** 2).astype(np.float32)
-    elif kind == 'rings':
-        weight = np.floor(np.hypot(yy - centre[1], xx - centre[0]) / half) % 2
-    elif kind == 'speckle':
-        cells = (max(1, int(height / period)), max(1, int(width / period)))
-        blobs = (rng.random(cells) < 0.35).astype(np.float32)
-        weight = cv2.resize(blobs, (width, height), interpolation=cv2.INTER_LINEAR) > 0.5
-    elif kind == 'gradient':
-        weight = np.clip(0.5 + (yy - centre[1]) / period, 0.0, 1.0)
-    else:
-        raise ValueError(f'unknown texture {kind!r}; expected one of {_TEXTURES}.')
-    weight = np.asarray(weight, np.float32)[..., None]
-    return colour * (1.0 - weight) + colour2 * weight
-
-
-def _draw_shape(mask: np.ndarray, shape: Shape, value: int) -> Tuple[float, float]:
-    """Fills ``shape`` with ``value`` in ``mask`` (sub-pixel precision); returns the shape's centre."""
-    kind, params = shape
-    scale = 1 << _SHIFT
-    if kind == 'poly':
-        points = np.round(np.asarray(params, np.float64) * scale).astype(np.int32)
-        cv2.fillPoly(mask, [points], value, lineType=cv2.LINE_8, shift=_SHIFT)
-        cx, cy = np.asarray(params, np.float64).mean(axis=0)
-        return float(cx), float(cy)
-    if kind == 'ellipse':
-        cx, cy, ax, ay, angle = params
-        cv2.ellipse(mask, (int(round(cx * scale)), int(round(cy * scale))),
-                    (max(1, int(round(ax * scale))), max(1, int(round(ay * scale)))), angle, 0, 360, value, -1,
-                    lineType=cv2.LINE_8, shift=_SHIFT)
-        return float(cx), float(cy)
-    raise ValueError(f"unknown shape kind {kind!r}; expected 'poly' or 'ellipse'.")
-
-
-def _jitter_shape(shape: Shape, rng: np.random.Generator) -> Shape:
-    """The shape shifted by U(-1.5, 1.5) px and resized by U(0.9, 1.1) around its centre."""
-    kind, params = shape
-    shift, factor = rng.uniform(-1.5, 1.5, size=2), rng.uniform(0.9, 1.1)
-    if kind == 'poly':
-        points = np.asarray(params, np.float64)
-        centre = points.mean(axis=0)
-        return kind, tuple(map(tuple, (points - centre) * factor + centre + shift))
-    cx, cy, ax, ay, angle = params
-    return kind, (cx + shift[0], cy + shift[1], ax * factor, ay * factor, angle)
-
-
-def _jittered_colour(colour: Sequence[int], rng: np.random.Generator) -> np.ndarray:
-    return np.asarray(colour, np.float32) + rng.normal(0.0, 10.0, size=3).astype(np.float32)
-
-
 def _draw_parts(parts: Sequence[ObjectPart], rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
     """Draws ``parts`` on a fresh canvas: ``(rgb (C, C, 3) float32, part ids (C, C) uint8)``.
 
@@ -268,15 +188,15 @@ def _draw_parts(parts: Sequence[ObjectPart], rng: np.random.Generator) -> Tuple[
     ids = np.zeros((_CANVAS, _CANVAS), np.uint8)
     for part in parts:
         look = DEMO_PART_APPEARANCES[part.appearance]
-        colour, colour2 = _jittered_colour(look.colour, rng), _jittered_colour(look.colour2, rng)
+        colour, colour2 = jittered_colour(look.colour, rng), jittered_colour(look.colour2, rng)
         period = look.period * rng.uniform(0.8, 1.25)
         value = 1 + _APPEARANCE_NAMES.index(part.appearance)
         for shape in part.shapes:
             mask = np.zeros((_CANVAS, _CANVAS), np.uint8)
-            centre = _draw_shape(mask, _jitter_shape(shape, rng), 1)
+            centre = draw_shape(mask, jitter_shape(shape, rng), 1)
             inside = mask.astype(bool)
-            rgb[inside] = _texture(look.texture, colour, colour2, period, _CANVAS, _CANVAS, rng,
-                                   centre=centre)[inside]
+            rgb[inside] = part_texture(look.texture, colour, colour2, period, _CANVAS, _CANVAS, rng,
+                                       centre=centre)[inside]
             ids[inside] = value
     return rgb, ids
 
@@ -323,8 +243,8 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     image = (weight * field + (1 - weight) * gradient).astype(np.float32)
     if rng.random() < 0.4:
         amplitude = rng.uniform(10, 40)
-        stripes = _texture('vstripes', np.zeros(3, np.float32), np.ones(3, np.float32), rng.uniform(4, 16), size,
-                           size, rng, angle=rng.uniform(0, math.pi))
+        stripes = part_texture('vstripes', np.zeros(3, np.float32), np.ones(3, np.float32), rng.uniform(4, 16),
+                               size, size, rng, angle=rng.uniform(0, math.pi))
         image += amplitude * (stripes - 0.5)
     return image
 
@@ -358,11 +278,11 @@ def _draw_distractor(image: np.ndarray, label: np.ndarray, parts_map: np.ndarray
         cv2.line(mask, (x0, y0), (x1, y1), 1, thickness)
         centre = ((x0 + x1) / 2.0, (y0 + y1) / 2.0)
     else:
-        centre = _draw_shape(mask, _random_shape(size, rng), 1)
-    kind = _TEXTURES[int(rng.integers(0, len(_TEXTURES)))]
+        centre = draw_shape(mask, _random_shape(size, rng), 1)
+    kind = TEXTURES[int(rng.integers(0, len(TEXTURES)))]
     colour, colour2 = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
-    texture = _texture(kind, colour, colour2, rng.uniform(2, 10), size, size, rng, centre=centre,
-                       angle=rng.uniform(0, math.pi))
+    texture = part_texture(kind, colour, colour2, rng.uniform(2, 10), size, size, rng, centre=centre,
+                           angle=rng.uniform(0, math.pi))
     inside = mask.astype(bool)
     image[inside] = texture[inside]
     label[inside] = 0
