@@ -4,6 +4,7 @@ Integers are ``numbers.Integral`` (so numpy integers from a config or a sweep pa
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -28,3 +29,9 @@ def positive_int(name: str, value: Any, *, owner: str = '') -> int:
         prefix = f'{owner}: ' if owner else ''
         raise ValueError(f'{prefix}{name} must be a positive integer (an integer >= 1), got {name}={value!r}.')
     return int(value)
+
+
+def is_non_negative_number(value: Any) -> bool:
+    """Whether ``value`` is a finite real number >= 0 (Python or numpy, not bool): e.g. a loss weight."""
+    return (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+            and value >= 0)

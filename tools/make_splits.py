@@ -52,8 +52,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(f'make_splits.py: error: {e}')
     labeled_path = os.path.join(args.out_dir, 'labeled.txt')
     unlabeled_path = os.path.join(args.out_dir, 'unlabeled.txt')
-    write_split(labeled_path, labeled)
-    write_split(unlabeled_path, unlabeled)
+    try:
+        write_split(labeled_path, labeled)
+        write_split(unlabeled_path, unlabeled)
+    except OSError as e:  # --out-dir is a file, or not writable
+        sys.exit(f'make_splits.py: error: cannot write the split files into --out-dir {args.out_dir}: '
+                 f'{e.strerror or e} ({e.filename or args.out_dir}). Pass a folder you can write to.')
+    except ValueError as e:
+        sys.exit(f'make_splits.py: error: {e}')
     source = args.train_list if labeled_pool is None else f'{args.labeled_from} ({len(labeled_pool)} ids)'
     print(f'drew {len(labeled)} labeled ids from {source} with seed {args.seed}:\n'
           f'  {labeled_path}: {len(labeled)} ids\n'

@@ -5,6 +5,8 @@ Differences from mmseg's script, all additive:
   * ``--launcher pytorch`` also works on machines without CUDA (gloo), see ``mmseg_esl.utils.launch``;
   * ``mmseg_esl`` is imported even if the config forgets ``custom_imports``;
   * ``--resume`` reuses the checkpoint's seed before the data loaders are built, so the data order continues;
+    a bare ``--resume`` continues from the checkpoint ``last_checkpoint`` names *in this work dir* (a moved or
+    copied work dir resumes from its own files), and an unreadable checkpoint gives one clear error;
   * without CUDA, SyncBN norm configs become BN with a warning (``mmseg_esl.utils.convert_sync_bn_cfg``), so
     the paper configs run in a CPU smoke test.
   * before the runner exists (so a refused run writes nothing), a pre-flight check of the model config, the
@@ -28,7 +30,7 @@ from mmseg.registry import RUNNERS
 import mmseg_esl  # noqa: F401  (compat fixes and registrations)
 from mmseg_esl.utils import convert_sync_bn_cfg, load_tool_config, setup_cpu_distributed
 from mmseg_esl.utils.preflight import SCAN_MODES, check_training_inputs, exit_on_input_error
-from mmseg_esl.utils.resume import use_checkpoint_seed
+from mmseg_esl.utils.resume import resolve_resume, use_checkpoint_seed
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,6 +81,7 @@ def main() -> None:
         cfg.resume = True
         cfg.load_from = args.resume
 
+    exit_on_input_error(resolve_resume, cfg)  # the file a bare --resume continues from: in this work dir
     use_checkpoint_seed(cfg)  # a resumed run replays the data order it trained on (mmseg_esl.utils.resume)
     setup_cpu_distributed(cfg, args.launcher)
     exit_on_input_error(check_training_inputs, cfg, scan=args.data_check)  # bad input: one error, nothing written

@@ -18,6 +18,8 @@ from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 from mmengine.runner.checkpoint import _load_checkpoint
 
+from .preflight.errors import InputConfigError
+
 
 def checkpoint_to_resume(cfg: Config) -> Optional[str]:
     """The checkpoint a run with this config resumes from, as mmengine's ``Runner.load_or_resume`` picks it.
@@ -43,6 +45,50 @@ def read_checkpoint_meta(path: str) -> dict:
     else:  # a URL or another storage backend
         checkpoint = _load_checkpoint(path, map_location='cpu')
     return checkpoint.get('meta', {}) if isinstance(checkpoint, dict) else {}
+
+
+def resolve_resume(cfg: Config) -> Optional[str]:
+    """Fixes the checkpoint a resumed run starts from in ``cfg.load_from``, after checking that it can be read.
+
+    A bare ``--resume`` reads the work dir's ``last_checkpoint``, which holds the absolute path mmengine saved to:
+    mmengine follows it, so a moved work dir cannot resume and a copied one silently resumes from the original
+    folder. Here the file it names is looked up by name in *this* work dir.
+
+    Args:
+        cfg: The full config (``resume``, ``load_from``, ``work_dir``); ``load_from`` is set for a bare resume.
+
+    Returns:
+        The checkpoint to resume from, or None (not resuming, or a bare resume with nothing saved yet).
+
+    Raises:
+        InputConfigError: The checkpoint is missing, truncated or not a checkpoint.
+    """
+    if not cfg.get('resume', False):
+        return None
+    path = cfg.get('load_from')
+    if not path:
+        record = osp.join(cfg.work_dir, 'last_checkpoint')
+        if not osp.isfile(record):
+            return None  # nothing saved yet: mmengine starts from scratch
+        with open(record) as f:
+            recorded = f.read().strip()
+        path = osp.join(cfg.work_dir, osp.basename(recorded))
+        if not osp.isfile(path):
+            raise InputConfigError(f'--resume: {record} names {recorded}, but {osp.basename(recorded)} is not in the '
+                                   f'work dir {cfg.work_dir}. Resume from a given file: --resume PATH.')
+        cfg.load_from = path
+    elif '://' not in path and not osp.isfile(path):
+        raise InputConfigError(f'--resume {path}: no such file. Pass an existing checkpoint, or a bare --resume to '
+                               'continue from the work dir\'s latest one.')
+    try:
+        read_checkpoint_meta(path)
+    except Exception as e:  # noqa: BLE001  (any reader error means the same thing here)
+        reason = ' '.join(f'{type(e).__name__}: {e}'.split())[:160]
+        raise InputConfigError(f'The checkpoint {path} cannot be read ({reason}): it is truncated or not a '
+                               'checkpoint (a run killed while saving leaves such a file). Resume from an earlier '
+                               'one: --resume PATH.') from e
+    print_log(f'Resuming from {path}.', logger='current')
+    return path
 
 
 def use_checkpoint_seed(cfg: Config) -> Optional[int]:

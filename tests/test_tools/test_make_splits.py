@@ -114,3 +114,14 @@ def test_classic_voc_protocol_on_published_files(tmp_path):
                               '--num-labeled', '92', '--labeled-from',
                               osp.join(SHARED_SPLITS, 'u2pl', 'pascal', '1464', 'labeled.txt'))
     assert len(labeled) == 92 and len(unlabeled) == 10490
+
+
+def test_an_out_dir_that_is_a_file_is_an_error_without_traceback(tmp_path):
+    pool = tmp_path / 'train.txt'
+    pool.write_text('\n'.join(f'{i:04d}' for i in range(10)) + '\n')
+    blocker = tmp_path / 'splits'
+    blocker.write_text('x')
+    proc = make_splits('--train-list', str(pool), '--num-labeled', '2', '--out-dir', str(blocker), check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stdout
+    assert f'make_splits.py: error: cannot write the split files into --out-dir {blocker}' in proc.stdout
+    assert blocker.read_text() == 'x'

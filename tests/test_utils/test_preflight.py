@@ -303,3 +303,67 @@ def test_batch_partners_with_a_matching_sampler_pass(data):
                                   'train_dataloader.sampler.num_unlabeled': 2})
     cfg.train_dataloader.batch_size = cfg.train_dataloader.sampler.num_labeled + 2
     check_training_inputs(cfg, scan='off')
+
+
+# ------------------------------------------------------------------ issue 18: the mistakes users make
+
+
+def test_a_negative_contrastive_weight_is_refused_like_a_negative_dsl_weight(data):
+    message = refused(config(data['root'], **{'model.semi_train_cfg.loss_contrast.loss_weight': -0.1}),
+                      InputConfigError)
+    assert 'model.semi_train_cfg.loss_contrast.loss_weight=-0.1' in message and 'finite number >= 0' in message
+    message = refused(config(data['root'], **{'model.semi_train_cfg.loss_unsup.loss_weight': -0.2}),
+                      InputConfigError)
+    assert 'model.semi_train_cfg.loss_unsup.loss_weight=-0.2' in message
+
+
+def test_every_loss_weight_of_the_model_config_is_checked_mmsegs_included(data):
+    cfg = config(data['root'], semi=False)
+    cfg.model.decode_head.loss_decode.loss_weight = float('nan')
+    message = refused(cfg, InputConfigError)
+    assert 'model.decode_head.loss_decode.loss_weight=nan' in message
+
+
+def test_the_contrastive_loss_itself_refuses_a_negative_weight():
+    from mmseg_esl.models.losses.pixel_part_contrast_loss import PixelPartContrastLoss
+    with pytest.raises(ValueError, match=r'loss_weight must be a finite number >= 0, got loss_weight=-0\.1.*λ2'):
+        PixelPartContrastLoss(num_classes=4, feat_channels=8, embed_channels=8, loss_weight=-0.1)
+
+
+def test_an_image_in_both_the_labeled_and_the_unlabeled_split_is_named_in_a_warning(data, monkeypatch):
+    import mmseg_esl.utils.preflight as preflight
+    logged = []
+    monkeypatch.setattr(preflight, 'print_log', lambda message, **kwargs: logged.append((message, kwargs)))
+    with open(osp.join(data['root'], SPLITS, 'unlabeled.txt'), 'a') as f:
+        f.write(f'{data["ids"]["labeled"][1]}\n')
+    check_training_inputs(config(data['root']))  # a warning, not an error
+    warnings = [m for m, kwargs in logged if kwargs.get('level') == preflight.logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith('1 image(s) are in both the labeled and the unlabeled training split (')
+    assert image_path(data['root'], data['ids']['labeled'][1]) in warnings[0]
+
+
+def test_a_work_dir_that_cannot_be_written_is_refused_before_anything_else(data, tmp_path, monkeypatch):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('x')
+    for work_dir, expected in ((blocker, 'is a file'), (blocker / 'sub', f'cannot be created: {blocker} is a file')):
+        cfg = config(data['root'])
+        cfg.work_dir = str(work_dir)
+        with pytest.raises(InputConfigError, match=f'The work dir {work_dir} {expected}. Pass another --work-dir'):
+            check_training_inputs(cfg)
+    assert blocker.read_text() == 'x'
+    import mmseg_esl.utils.preflight.work_dir as work_dir_module
+    monkeypatch.setattr(work_dir_module.os, 'access', lambda path, mode: False)  # as on a read-only mount
+    cfg = config(data['root'])
+    with pytest.raises(InputConfigError, match=r'cannot be written \(its first existing parent .* is not writable\)'):
+        check_training_inputs(cfg)
+
+
+def test_label_maps_saved_as_jpeg_name_the_lossy_format(data):
+    for sample_id in data['ids']['labeled']:
+        label = np.array(Image.open(label_path(data['root'], sample_id)))
+        label[: label.shape[0] // 2] = 255  # an edge between ignore and the classes, as around VOC's objects
+        Image.fromarray(label).save(osp.join(data['root'], 'SegmentationClass', f'{sample_id}.jpg'), quality=75)
+    message = refused(config(data['root'], **{'train_dataloader.dataset.datasets.0.seg_map_suffix': '.jpg'}),
+                      DataFileError)
+    assert 'it is a JPEG file: JPEG compression is lossy' in message and "seg_map_suffix='.png'" in message

@@ -43,7 +43,7 @@ from mmengine.dist import all_reduce
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-from ...checks import is_positive_int
+from ...checks import is_non_negative_number, is_positive_int
 from ..utils.memory_bank import EXCLUDE_RULES, PartMemoryBank
 from .anchor_sampling import gather_pixels, sample_anchors
 from .infonce import REDUCTIONS, class_mean_loss, part_infonce_from_bank
@@ -63,6 +63,7 @@ _MEANING = dict(
     num_negatives='N_s of Eq. 10; paper 255',
     conf_thresh='ζ of Eq. 9; paper 0.95',
     temperature='σ of Eq. 10; paper 0.5',
+    loss_weight='λ2 of Eq. 11; paper 0.1',
     queue_size='q, the length of each of the C × K queues; default 256',
 )
 
@@ -200,6 +201,8 @@ class PixelPartContrastLoss(nn.Module):
             raise ValueError(f'PixelPartContrastLoss: ignore_index={ignore_index} is a class index; use e.g. 255.')
         self.ignore_index = ignore_index
         self.normalize_prototype_feats = bool(normalize_prototype_feats)
+        if not is_non_negative_number(loss_weight):
+            raise _argument_error('loss_weight', 'a finite number >= 0', loss_weight)
         self.loss_weight = float(loss_weight)
         if 'loss' not in loss_name:
             raise ValueError(f"PixelPartContrastLoss: loss_name must contain 'loss' (mmengine sums only such keys), "

@@ -22,7 +22,6 @@ loops over pixels.
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Optional, Tuple
 
@@ -31,6 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor
+
+from ...checks import is_non_negative_number
 
 __all__ = [
     'DSLLoss',
@@ -236,8 +237,7 @@ def _check_loss_name(loss_name: str) -> None:
 
 
 def _check_loss_weight(loss_weight: float) -> None:
-    if isinstance(loss_weight, bool) or not isinstance(loss_weight, numbers.Real) or not (
-            math.isfinite(loss_weight) and loss_weight >= 0):
+    if not is_non_negative_number(loss_weight):
         raise ValueError(f'loss_weight must be a finite number >= 0, got loss_weight={loss_weight!r}')
 
 

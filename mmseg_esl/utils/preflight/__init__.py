@@ -7,22 +7,25 @@ silently (mmengine's runner loads with ``strict=False`` and only warns). ``tools
 dir, dumps the config and opens the log files), so a refused run leaves nothing behind. ``tools/test.py`` calls
 :func:`check_test_checkpoint` before it builds its runner.
 
-What :func:`check_training_inputs` checks, in this order. Each step raises one :class:`ESLInputError` that lists
+What :func:`check_training_inputs` checks, in this order (first of all, that the work dir can be written:
+:func:`check_work_dir`). Each step raises one :class:`ESLInputError` that lists
 everything the step found (at most :data:`MAX_LISTED` entries), each naming the file, config key or value and the
 fix:
 
-1. **Model constructors** (:func:`build_model_cheaply`): the model is built on the ``meta`` device (no memory, no
-   weights; ``init_weights``, which loads pretrained weights, is never called, so nothing is read or downloaded),
-   which runs every constructor check: ``DSLLoss`` η, ``PixelPartContrastLoss`` K / ζ / σ / N_s / ...,
-   ``ESLSegmentor``'s agreement of the heads' ``num_classes``. A model that cannot be built on ``meta`` is built
-   on the CPU instead.
+1. **Model constructors**: every ``loss_weight`` of the model config is a finite number >= 0
+   (:func:`check_loss_weights`, mmseg's losses included); then the model is built on the ``meta`` device
+   (:func:`build_model_cheaply`: no memory, no weights; ``init_weights``, which loads pretrained weights, is never
+   called, so nothing is read or downloaded), which runs every constructor check: ``DSLLoss`` η,
+   ``PixelPartContrastLoss`` K / ζ / σ / N_s / λ2 / ..., ``ESLSegmentor``'s agreement of the heads'
+   ``num_classes``. A model that cannot be built on ``meta`` is built on the CPU instead.
 2. **Datasets**: every dataset of ``train_dataloader`` (each part of a ``ConcatDataset`` on its own, so the error
    names ``train_dataloader.dataset.datasets.1``) and of ``val_dataloader`` is built: a missing, empty or
    malformed split file, a split id whose files do not exist (``SplitSegDataset``) and a missing ``ann_file`` are
    reported for all datasets at once.
 3. **Consistency**: ``len(metainfo['classes'])`` of every dataset equals the decode head's, the auxiliary heads'
    and the prototypes' ``num_classes``; an ``ESLSegmentor`` run has unlabeled images, and its sampler lays out
-   the batch as ``semi_train_cfg.cutmix.partner`` reads it (partners, batch size); the contrastive term's
+   the batch as ``semi_train_cfg.cutmix.partner`` reads it (partners, batch size), and a warning names images
+   listed as both labeled and unlabeled; the contrastive term's
    ``num_negatives`` does not exceed the bank slots negatives come from; a checkpoint to ``--resume`` or
    ``load_from`` has the model's tensor shapes (:func:`compare_checkpoint`).
 4. **Files** (the scan): every image decodes, and every label map of a labeled dataset decodes, has its image's
@@ -41,7 +44,7 @@ Scan modes (``tools/train.py --data-check MODE``, the ``scan`` argument of :func
 What the checks cost (measured): docs/reliability.md, "Pre-flight cost".
 
 The checks live in one module each: ``errors``, ``model``, ``datasets`` (and their consistency), ``checkpoints``,
-``scan``; this package runs them in order.
+``scan``, ``work_dir``; this package runs them in order.
 
 In a distributed run whose process group does not exist yet (CUDA with ``--launcher pytorch`` / ``slurm``),
 :func:`check_training_inputs` initialises it exactly as the runner would (mmengine's ``init_dist`` with
@@ -49,6 +52,7 @@ In a distributed run whose process group does not exist yet (CUDA with ``--launc
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -76,14 +80,17 @@ from .datasets import (
     _check_unlabeled,
     _dataset_parts,
     _Part,
+    labeled_unlabeled_overlap,
 )
 from .errors import MAX_LISTED, CheckpointMismatchError, DataFileError, ESLInputError, InputConfigError, _listed
-from .model import _build_model, build_model_cheaply
+from .model import _build_model, build_model_cheaply, check_loss_weights
 from .scan import SCAN_MODES, _scan
+from .work_dir import check_work_dir
 
 __all__ = ['MAX_LISTED', 'SCAN_MODES', 'CheckpointMismatchError', 'DataFileError', 'ESLInputError',
            'InputConfigError', 'PreflightReport', 'build_model_cheaply', 'check_test_checkpoint',
-           'check_training_inputs', 'compare_checkpoint', 'exit_on_input_error', 'load_checkpoint_state_dict']
+           'check_training_inputs', 'check_work_dir', 'compare_checkpoint', 'exit_on_input_error',
+           'load_checkpoint_state_dict']
 
 
 @dataclass
@@ -153,7 +160,10 @@ def check_training_inputs(cfg: Config, *, scan: str = 'full') -> PreflightReport
     _init_distributed(cfg)
     rank, world_size = get_dist_info()
     report = PreflightReport(scan=scan, rank=rank, world_size=world_size)
+    if cfg.get('work_dir'):
+        check_work_dir(cfg.work_dir)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmseg')):
+        _raise_config_problems(check_loss_weights(cfg.model))
         model = _build_model(cfg)
         is_esl = isinstance(model, ESLSegmentor)
         problems: List[str] = []
@@ -168,6 +178,9 @@ def check_training_inputs(cfg: Config, *, scan: str = 'full') -> PreflightReport
         problems += _check_num_classes(model, train_parts + val_parts)
         if is_esl:
             problems += _check_unlabeled(train_parts, train_key)
+            overlap = labeled_unlabeled_overlap(train_parts)
+            if overlap and rank == 0:
+                print_log(overlap, logger='current', level=logging.WARNING)
             problems += _check_batch_layout(cfg, model)
         problems += _check_negatives(model)
         _raise_config_problems(problems)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.dataset import ConcatDataset
@@ -87,6 +87,26 @@ def _check_unlabeled(train_parts: List[_Part], train_key: str) -> List[str]:
     return [f'ESLSegmentor needs unlabeled images, but {what}. Set {train_key} to dict(type=\'ConcatDataset\', '
             'datasets=[labeled, unlabeled]) with a non-empty unlabeled split (e.g. from tools/make_splits.py), '
             f'or {_SUPERVISED_HINT}.']
+
+
+def _image_paths(dataset: object) -> List[str]:
+    return [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
+
+
+def labeled_unlabeled_overlap(train_parts: List[_Part]) -> Optional[str]:
+    """A warning if an image is listed both as labeled and as unlabeled, else ``None``.
+
+    Not an error: it can be deliberate (some papers train on every image as unlabeled), but usually it is a split
+    made twice from the same list, and then the labeled share the run reports is wrong.
+    """
+    labeled = {path for p in train_parts if p.labeled for path in _image_paths(p.dataset)}
+    both = [path for p in train_parts if not p.labeled for path in _image_paths(p.dataset) if path in labeled]
+    if not both:
+        return None
+    shown = ', '.join(both[:5]) + (', ...' if len(both) > 5 else '')
+    return (f'{len(both)} image(s) are in both the labeled and the unlabeled training split ({shown}); they are '
+            'trained on with their label and again as unlabeled images. If that is not intended, make the splits '
+            'disjoint (tools/make_splits.py does).')
 
 
 def _check_negatives(model: nn.Module) -> List[str]:

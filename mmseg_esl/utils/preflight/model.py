@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 from torch import nn
 
+from ...checks import is_non_negative_number
 from ...models.losses.pixel_part_contrast_loss import CONFIG_KEY as CONTRAST_KEY
 from ...models.losses.pixel_part_contrast_loss import PixelPartContrastLoss
 from ...models.segmentors.esl_segmentor import ESLSegmentor
@@ -39,6 +40,26 @@ def build_model_cheaply(model_cfg: dict) -> nn.Module:
     except Exception:  # noqa: BLE001  (meta-specific failures; real errors reappear on the CPU below)
         pass
     return MODELS.build(copy.deepcopy(model_cfg))
+
+
+def check_loss_weights(node: Any, key: str = 'model') -> List[str]:
+    """Every ``loss_weight`` under ``node`` (any head, any loss) that is not a finite number >= 0, by config key.
+
+    A negative weight turns a loss into a reward and mmengine sums it without a word, so the check covers mmseg's
+    own losses too, not only ESL's λ1 and λ2.
+    """
+    found = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, (list, tuple)) else ()
+    for name, value in items:
+        path = f'{key}.{name}'
+        if name == 'loss_weight':
+            weights = value if isinstance(value, (list, tuple)) else [value]
+            if not all(is_non_negative_number(w) for w in weights):
+                found.append(f'{path}={value!r}: a loss weight must be a finite number >= 0 (0 switches the term '
+                             'off).')
+        else:
+            found += check_loss_weights(value, path)
+    return found
 
 
 def _build_model(cfg: Config) -> nn.Module:

@@ -92,6 +92,11 @@ def _image_size(sample: _Sample, loaders: _Loaders, mode: str) -> Tuple[Optional
                       f'{loaders.source} ({sample.key})')
 
 
+#: Why a JPEG label map has values between the classes, and the fix.
+_JPEG_LABELS = ('it is a JPEG file: JPEG compression is lossy and changes the values near every edge, so label maps '
+                "must be saved losslessly: re-export them as PNG (and set seg_map_suffix='.png'); otherwise ")
+
+
 def _label_problems(sample: _Sample, loaders: _Loaders, size: Optional[Tuple[int, int]]) -> List[str]:
     results = {'seg_map_path': sample.seg_map_path, 'reduce_zero_label': sample.reduce_zero_label,
                'label_map': dict(sample.label_map) if sample.label_map else None, 'seg_fields': []}
@@ -113,10 +118,12 @@ def _label_problems(sample: _Sample, loaders: _Loaders, size: Optional[Tuple[int
     values = np.flatnonzero(np.bincount(label.ravel(), minlength=256))  # uint8 (LoadAnnotations): faster than unique
     bad = values[(values >= loaders.num_classes) & (values != loaders.ignore_index)]
     if bad.size:
+        jpeg = str(sample.seg_map_path).lower().endswith(('.jpg', '.jpeg'))
         problems.append(
             f'label map {sample.seg_map_path} has values {bad[:8].tolist()} outside [0, {loaders.num_classes}) ∪ '
             f'{{{loaders.ignore_index}}} (after reduce_zero_label={sample.reduce_zero_label}, label_map='
-            f'{dict(sample.label_map) if sample.label_map else None}); convert the labels to class indices, set '
+            f'{dict(sample.label_map) if sample.label_map else None}); '
+            + (_JPEG_LABELS if jpeg else '') + 'convert the labels to class indices, set '
             f'reduce_zero_label=True on {sample.key} if 0 means "ignore", or fix its metainfo classes / the '
             'heads\' num_classes')
     return problems

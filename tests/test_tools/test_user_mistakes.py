@@ -1,0 +1,63 @@
+"""Issue 18 through the tools: the data and command-line mistakes users make stop ``tools/train.py`` with one
+clear message (exit code 1, no traceback) before anything is written, or give a warning where the input can be
+deliberate. The checks themselves are tested case by case in ``tests/test_utils/test_preflight.py`` and
+``tests/test_utils/test_resume.py``; these tests check what the user sees."""
+import os.path as osp
+
+import pytest
+import torch
+from conftest import tiny_data_options
+from test_bad_input import ESL_CONFIG, tool, work_dir_args
+
+from mmseg_esl.testing import make_tiny_voc
+
+
+@pytest.fixture
+def data(tmp_path) -> dict:
+    root = str(tmp_path / 'tiny')
+    return dict(root=root, ids=make_tiny_voc(root, num_train=8, num_val=4, seed=0))
+
+
+def train_refused(python: str, data: dict, tmp_path, *args: str, options=()) -> str:
+    return tool(python, 'train.py', ESL_CONFIG, *args, '--cfg-options',
+                *tiny_data_options(data['root'], semi=True), *options, cwd=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_train_refuses_a_negative_contrastive_weight(data, tmp_path, python):
+    out = train_refused(python, data, tmp_path, *work_dir_args(tmp_path),
+                        options=['model.semi_train_cfg.loss_contrast.loss_weight=-0.1'])
+    assert 'InputConfigError' in out and 'model.semi_train_cfg.loss_contrast.loss_weight=-0.1' in out
+    assert not osp.exists(tmp_path / 'work')
+
+
+@pytest.mark.slow
+def test_train_refuses_an_unwritable_work_dir_before_scanning_the_data(data, tmp_path, python):
+    blocker = tmp_path / 'work'
+    blocker.write_text('not a folder')
+    out = train_refused(python, data, tmp_path, '--work-dir', str(blocker))
+    assert f'The work dir {blocker} is a file. Pass another --work-dir' in out
+    assert 'Pre-flight check' not in out  # refused before the data scan
+    assert blocker.read_text() == 'not a folder'
+
+
+@pytest.mark.slow
+def test_train_refuses_a_truncated_checkpoint_to_resume_from(data, tmp_path, python):
+    checkpoint = tmp_path / 'iter_3.pth'
+    torch.save(dict(meta=dict(seed=0), state_dict={'w': torch.zeros(1000)}), checkpoint)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:300])  # what kill -9 during a save used to leave
+    out = train_refused(python, data, tmp_path, *work_dir_args(tmp_path), '--resume', str(checkpoint))
+    assert f'The checkpoint {checkpoint} cannot be read' in out and 'truncated or not a checkpoint' in out
+    assert not osp.exists(tmp_path / 'work')
+
+
+@pytest.mark.slow
+def test_train_warns_about_an_image_in_both_splits(data, tmp_path, python):
+    overlap = data['ids']['labeled'][0]
+    with open(osp.join(data['root'], 'ImageSets', 'Segmentation', 'unlabeled.txt'), 'a') as f:
+        f.write(f'{overlap}\n')
+    broken = osp.join(data['root'], 'JPEGImages', f'{data["ids"]["unlabeled"][2]}.jpg')
+    open(broken, 'wb').close()  # stops the run after the warning, so that the test does not train
+    out = train_refused(python, data, tmp_path, *work_dir_args(tmp_path))
+    assert '1 image(s) are in both the labeled and the unlabeled training split' in out and f'{overlap}.jpg' in out
+    assert 'DataFileError' in out
