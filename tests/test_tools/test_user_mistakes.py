@@ -6,8 +6,8 @@ import os.path as osp
 
 import pytest
 import torch
-from conftest import tiny_data_options
-from test_bad_input import ESL_CONFIG, tool, work_dir_args
+from conftest import run, tiny_data_options
+from test_bad_input import ESL_CONFIG, TOOLS, tool, work_dir_args
 
 from mmseg_esl.testing import make_tiny_voc
 
@@ -61,3 +61,18 @@ def test_train_warns_about_an_image_in_both_splits(data, tmp_path, python):
     out = train_refused(python, data, tmp_path, *work_dir_args(tmp_path))
     assert '1 image(s) are in both the labeled and the unlabeled training split' in out and f'{overlap}.jpg' in out
     assert 'DataFileError' in out
+
+
+@pytest.mark.slow
+def test_train_drops_rgb_label_maps_of_the_unlabeled_set_instead_of_crashing(data, tmp_path, python):
+    """Unlabeled label maps only feed the logged pseudo-label accuracy: colour maps must not stop the run."""
+    import numpy as np
+    from PIL import Image
+    for sample_id in data['ids']['unlabeled']:
+        path = osp.join(data['root'], 'SegmentationClass', f'{sample_id}.png')
+        Image.fromarray(np.stack([np.array(Image.open(path))] * 3, axis=-1)).save(path)  # (H, W, 3)
+    work = tmp_path / 'work'
+    proc = run([python, osp.join(TOOLS, 'train.py'), ESL_CONFIG, '--work-dir', str(work), '--cfg-options',
+                *tiny_data_options(data['root'], semi=True)], cwd=str(tmp_path))
+    assert 'has shape' in proc.stdout and 'not (H, W)' in proc.stdout and 'it is dropped' in proc.stdout
+    assert osp.isfile(work / 'iter_2.pth')
