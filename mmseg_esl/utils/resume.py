@@ -9,7 +9,9 @@ runner is built, puts the checkpoint's seed into ``cfg.randomness`` first.
 """
 from __future__ import annotations
 
+import os
 import os.path as osp
+import re
 from typing import Optional
 
 import torch
@@ -18,6 +20,7 @@ from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 from mmengine.runner.checkpoint import _load_checkpoint
 
+from ..engine.atomic_checkpoint import remove_partial_checkpoints
 from .preflight.errors import InputConfigError
 
 
@@ -47,12 +50,21 @@ def read_checkpoint_meta(path: str) -> dict:
     return checkpoint.get('meta', {}) if isinstance(checkpoint, dict) else {}
 
 
+def _newest_checkpoint(work_dir: str) -> Optional[str]:
+    """The ``iter_N.pth`` / ``epoch_N.pth`` of ``work_dir`` with the largest N, or None."""
+    found = [(int(m.group(2)), m.group(0)) for m in
+             (re.fullmatch(r'(iter|epoch)_(\d+)\.pth', name) for name in os.listdir(work_dir)) if m]
+    return osp.join(work_dir, max(found)[1]) if found else None
+
+
 def resolve_resume(cfg: Config) -> Optional[str]:
     """Fixes the checkpoint a resumed run starts from in ``cfg.load_from``, after checking that it can be read.
 
     A bare ``--resume`` reads the work dir's ``last_checkpoint``, which holds the absolute path mmengine saved to:
     mmengine follows it, so a moved work dir cannot resume and a copied one silently resumes from the original
-    folder. Here the file it names is looked up by name in *this* work dir.
+    folder. Here the file it names is looked up by name in *this* work dir (an empty ``last_checkpoint``, from a
+    kill while mmengine wrote it, means the newest ``iter_N.pth``; checkpoint files are complete, see
+    :mod:`mmseg_esl.engine.atomic_checkpoint`), and temporary files of interrupted saves are removed.
 
     Args:
         cfg: The full config (``resume``, ``load_from``, ``work_dir``); ``load_from`` is set for a bare resume.
@@ -65,6 +77,9 @@ def resolve_resume(cfg: Config) -> Optional[str]:
     """
     if not cfg.get('resume', False):
         return None
+    for partial in remove_partial_checkpoints(cfg.work_dir) if osp.isdir(cfg.work_dir) else []:
+        print_log(f'Removed {partial}, the temporary file of a checkpoint save that was interrupted.',
+                  logger='current')
     path = cfg.get('load_from')
     if not path:
         record = osp.join(cfg.work_dir, 'last_checkpoint')
@@ -72,6 +87,10 @@ def resolve_resume(cfg: Config) -> Optional[str]:
             return None  # nothing saved yet: mmengine starts from scratch
         with open(record) as f:
             recorded = f.read().strip()
+        if not recorded:  # killed while mmengine wrote it (it is not written atomically)
+            recorded = _newest_checkpoint(cfg.work_dir)
+            if recorded is None:
+                return None
         path = osp.join(cfg.work_dir, osp.basename(recorded))
         if not osp.isfile(path):
             raise InputConfigError(f'--resume: {record} names {recorded}, but {osp.basename(recorded)} is not in the '

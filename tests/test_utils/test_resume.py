@@ -93,3 +93,13 @@ def test_resolve_resume_changes_nothing_without_resume_or_before_the_first_save(
     assert resolve_resume(Config(dict(resume=False, load_from='any.pth', work_dir=str(tmp_path)))) is None
     first_run = Config(dict(resume=True, load_from=None, work_dir=str(tmp_path / 'new')))
     assert resolve_resume(first_run) is None and first_run.load_from is None
+
+
+def test_an_empty_last_checkpoint_resumes_from_the_newest_checkpoint_and_stale_temporaries_go(tmp_path):
+    for it in (2, 10, 9):
+        write_checkpoint(tmp_path / f'iter_{it}.pth', seed=it)
+    (tmp_path / 'last_checkpoint').write_text('')  # killed while mmengine wrote it
+    (tmp_path / '.iter_11.pth.x1y2.tmp').write_bytes(b'half')  # killed while saving iteration 11
+    cfg = Config(dict(resume=True, load_from=None, work_dir=str(tmp_path)))
+    assert resolve_resume(cfg) == str(tmp_path / 'iter_10.pth')
+    assert not (tmp_path / '.iter_11.pth.x1y2.tmp').exists()
