@@ -8,7 +8,8 @@ seg_map_suffix``.
 Supported line formats (name: origin, example line -> canonical id):
 
 - ``plain``: U2PL / CPS Pascal VOC and :func:`write_split`; ``2007_000032`` -> ``2007_000032`` (an id may contain
-  ``/``, as canonical Cityscapes ids do: ``aachen/aachen_000000_000019``).
+  ``/``, as canonical Cityscapes ids do: ``aachen/aachen_000000_000019``, and dots inside a name: ``scene.0001``;
+  an id that ends in an image extension, ``0001.jpg``, is refused with a hint to drop the extension).
 - ``unimatch_voc``: UniMatch Pascal VOC; ``JPEGImages/2007_000032.jpg SegmentationClass/2007_000032.png``
   -> ``2007_000032``.
 - ``unimatch_cityscapes``: UniMatch Cityscapes; ``leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png
@@ -101,9 +102,13 @@ class _Format(NamedTuple):
 
 
 _NAME = r'[\w-]+'  # a file or folder name without extension: letters, digits, '_' and '-'
+#: A name of a plain id may also hold dots inside (``scene.0001``), but not end in an image or label extension:
+#: ids are written without it (the dataset appends ``img_suffix`` / ``seg_map_suffix``).
+_IMAGE_EXTENSION = r'\.(?:[jJ][pP][eE]?[gG]|[pP][nN][gG]|[bB][mM][pP]|[tT][iI][fF][fF]?)'
+_PLAIN_NAME = r'[\w-]+(?:\.[\w-]+)*'
 _FORMATS: Tuple[_Format, ...] = (
-    _Format('plain', 'U2PL/CPS Pascal VOC, write_split()', '2007_000032 or aachen/aachen_000000_000019',
-            re.compile(rf'(?P<id>{_NAME}(?:/{_NAME})*)'), _plain_id),
+    _Format('plain', 'U2PL/CPS Pascal VOC, write_split()', '2007_000032, aachen/aachen_000000_000019 or scene.0001',
+            re.compile(rf'(?!.*{_IMAGE_EXTENSION}$)(?P<id>{_PLAIN_NAME}(?:/{_PLAIN_NAME})*)'), _plain_id),
     _Format('unimatch_voc', 'UniMatch Pascal VOC', 'JPEGImages/2007_000032.jpg SegmentationClass/2007_000032.png',
             re.compile(rf'JPEGImages/(?P<id>{_NAME})\.jpg\s+SegmentationClass/(?P<label>{_NAME})\.png'),
             _unimatch_voc_id),
@@ -129,6 +134,15 @@ SPLIT_FORMATS: Tuple[str, ...] = tuple(f.name for f in _FORMATS)
 
 def _supported_formats() -> str:
     return '\n'.join(f'  {f.name:<20} ({f.origin}): {f.example}' for f in _FORMATS)
+
+
+def _extension_hint(line: str) -> str:
+    """A hint for a line that is an id written with its file extension (``0001.jpg``), else ``''``."""
+    if not re.fullmatch(rf'{_PLAIN_NAME}(?:/{_PLAIN_NAME})*', line) or not re.search(f'{_IMAGE_EXTENSION}$', line):
+        return ''
+    stem = re.sub(f'{_IMAGE_EXTENSION}$', '', line)
+    return (f' It looks like a file name: write the id without its extension ({stem!r}; the dataset appends '
+            'img_suffix and seg_map_suffix) and relative to data_prefix, without folders such as JPEGImages/.')
 
 
 def _parse_lines(lines: Iterable[str], source: str) -> Tuple[str, List[Tuple[int, str]]]:
@@ -162,7 +176,8 @@ def _parse_lines(lines: Iterable[str], source: str) -> Tuple[str, List[Tuple[int
         if match is None:
             raise SplitFileError(
                 f'{source}, line {lineno}: {line!r} matches no supported split format. Each line must be one of:\n'
-                f'{_supported_formats()}\nFix or remove the line (a file must use one format throughout).')
+                f'{_supported_formats()}\nFix or remove the line (a file must use one format throughout).'
+                + _extension_hint(line))
         if file_format is None:
             file_format, first_line = fmt, lineno
         elif fmt is not file_format:
@@ -241,8 +256,9 @@ def _check_ids(ids: Sequence[str], what: str) -> None:
     bad = [i for i in ids if not isinstance(i, str) or not plain.fullmatch(i)]
     if bad:
         raise ValueError(f'{what}: {len(bad)} invalid id(s), e.g. {bad[:_MAX_LISTED]}. A canonical id is a '
-                         'relative name without extension or whitespace (letters, digits, "_", "-", "/"), such '
-                         "as '2007_000032' or 'aachen/aachen_000000_000019'; read files with read_split().")
+                         'relative name without extension or whitespace (letters, digits, "_", "-", "/", "." inside a '
+                         "name), such as '2007_000032', 'aachen/aachen_000000_000019' or 'scene.0001'; read files "
+                         'with read_split().')
     if len(set(ids)) != len(ids):
         seen, dups = set(), []
         for i in ids:

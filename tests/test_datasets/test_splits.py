@@ -273,3 +273,31 @@ def test_cityscapes_splits_of_u2pl_and_cps_differ():
     assert unimatch == cps
     train = set(read_split(shared('cps/city/config_new/train.txt')))
     assert len(train) == 2975 and u2pl < train and cps < train
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ids with dots, ids written with their extension (issue 18, case 8)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_ids_with_dots_inside_a_name_are_read_and_written(tmp_path):
+    ids = ['scene.0001', 'city.north/frame.0002_a', '2007_000032']
+    path = write_lines(tmp_path / 'split.txt', ids)
+    assert detect_split_format(ids) == 'plain' and read_split(path) == ids
+    write_split(str(tmp_path / 'out.txt'), ids)
+    assert read_split(str(tmp_path / 'out.txt')) == ids
+
+
+@pytest.mark.parametrize('line,stem', [('0001.jpg', '0001'), ('scene.0001.PNG', 'scene.0001'),
+                                       ('JPEGImages/2007_000039.jpeg', 'JPEGImages/2007_000039')])
+def test_an_id_written_with_its_extension_gets_a_hint(tmp_path, line, stem):
+    path = write_lines(tmp_path / 'split.txt', [line])
+    with pytest.raises(SplitFileError, match='matches no supported split format') as info:
+        read_split(path)
+    assert f'write the id without its extension ({stem!r}; the dataset appends img_suffix' in str(info.value)
+
+
+@pytest.mark.parametrize('bad', ['a/../b', '.hidden', 'trailing.', 'a..b'])
+def test_dots_do_not_open_paths_outside_the_data_root(tmp_path, bad):
+    with pytest.raises(SplitFileError, match='matches no supported split format'):
+        read_split(write_lines(tmp_path / 'split.txt', [bad]))

@@ -125,3 +125,16 @@ def test_an_out_dir_that_is_a_file_is_an_error_without_traceback(tmp_path):
     assert proc.returncode != 0 and 'Traceback' not in proc.stdout
     assert f'make_splits.py: error: cannot write the split files into --out-dir {blocker}' in proc.stdout
     assert blocker.read_text() == 'x'
+
+
+def test_a_pool_with_dotted_ids_works_and_ids_with_extensions_get_the_hint(tmp_path):
+    dotted = tmp_path / 'dotted.txt'
+    dotted.write_text('\n'.join(f'scene.{i:04d}' for i in range(6)) + '\n')
+    make_splits('--train-list', str(dotted), '--num-labeled', '2', '--out-dir', str(tmp_path / 'ok'))
+    assert all(line.startswith('scene.') for line in (tmp_path / 'ok' / 'labeled.txt').read_text().split())
+    with_ext = tmp_path / 'with_ext.txt'
+    with_ext.write_text('0001.jpg\n0002.jpg\n')
+    proc = make_splits('--train-list', str(with_ext), '--num-labeled', '1', '--out-dir', str(tmp_path / 'no'),
+                       check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stdout
+    assert "write the id without its extension ('0001'" in proc.stdout
