@@ -51,6 +51,10 @@ def parse_args() -> argparse.Namespace:
         '--data-check', choices=SCAN_MODES, default='full',
         help='pre-flight scan of the data files before training: full (decode every image and label map, '
         'default), labels (label maps and image sizes only) or off (config, datasets and checkpoint only)')
+    parser.add_argument(
+        '--allow-missing-classes', action='store_true',
+        help='accept a class without any labeled training pixel while more than a quarter of the labeled pixels are '
+        'the ignore index (refused by default: the signature of binary masks saved as 0/255)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -84,7 +88,8 @@ def main() -> None:
     exit_on_input_error(resolve_resume, cfg)  # the file a bare --resume continues from: in this work dir
     use_checkpoint_seed(cfg)  # a resumed run replays the data order it trained on (mmseg_esl.utils.resume)
     setup_cpu_distributed(cfg, args.launcher)
-    exit_on_input_error(check_training_inputs, cfg, scan=args.data_check)  # bad input: one error, nothing written
+    exit_on_input_error(check_training_inputs, cfg, scan=args.data_check,
+                        allow_missing_classes=args.allow_missing_classes)  # bad input: one error, nothing written
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

@@ -4,7 +4,8 @@ uninterrupted run: student, teacher, bank, prototypes, optimizer (issue 18).
 
 A: ``N`` iterations in one go. B: the same config plus ``KillDuringSaveHook`` (``tests/fault_injection_hook.py``),
 which writes half of the iteration-``SAVE_KILL`` checkpoint and kills itself; then ``RANDOM_KILLS`` restarts
-killed from outside after a seeded random delay (start-up, training, validation or a save, wherever it lands);
+killed from outside: the first after a seeded random delay from its start (start-up or training), the others at a
+seeded random moment after their first new checkpoint (training, validation or a save, wherever it lands);
 then one restart that runs to the end. A checkpoint is saved every iteration so that kills often hit a save.
 """
 import glob
@@ -27,7 +28,7 @@ from mmseg_esl.testing import make_tiny_voc
 
 TINY_ESL = osp.join(REPO_ROOT, 'configs', 'esl', 'tiny_esl_voc.py')
 TESTS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
-N = 8
+N = 16
 SAVE_KILL = 3  # the checkpoint of this iteration is cut in half by a SIGKILL
 RANDOM_KILLS = 3
 
@@ -40,6 +41,10 @@ def command(config: str, work_dir: str, data: str) -> list:
 
 def env() -> dict:
     return clean_env({'PYTHONPATH': REPO_ROOT + ':' + TESTS_DIR})
+
+
+def saved_iterations(work_dir: str) -> int:
+    return len(glob.glob(osp.join(work_dir, 'iter_*.pth')))
 
 
 def checkpoints_are_complete(work_dir: str) -> None:
@@ -68,10 +73,17 @@ def runs(tmp_path_factory):
     events.append(dict(returncode=killed.returncode, files=sorted(os.listdir(work_b))))
     checkpoints_are_complete(work_b)
     delays = random.Random(0)
-    for _ in range(RANDOM_KILLS):
+    for attempt in range(RANDOM_KILLS):
+        before = saved_iterations(work_b)
         proc = subprocess.Popen(command(str(root / 'cfg_B.py'), work_b, data), cwd=str(root), env=env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-        time.sleep(delays.uniform(4.0, 20.0))
+        if attempt == 0:  # anywhere from the start-up on
+            time.sleep(delays.uniform(0.5, 6.0))
+        else:  # inside training: once it has saved a new checkpoint, a random moment of the next iterations
+            deadline = time.time() + 300
+            while saved_iterations(work_b) <= before and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(delays.uniform(0.0, 0.7))
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -94,13 +106,14 @@ def test_a_kill_during_a_save_leaves_no_partial_checkpoint(runs):
 
 @pytest.mark.slow
 def test_the_random_kills_landed_in_training_and_each_restart_resumed(runs):
-    """Kills that all landed in the start-up would test nothing: at least one came after new checkpoints."""
+    """Kills that all landed in the start-up would test nothing: the later ones came after new checkpoints."""
     def saved(event):
         return {name for name in event['files'] if name.startswith('iter_') and name.endswith('.pth')}
     random_kills = runs['events'][1:]
     assert all(event['returncode'] == -signal.SIGKILL for event in random_kills), runs['events']
     progress = [len(saved(b)) - len(saved(a)) for a, b in zip(runs['events'], random_kills)]
-    assert any(p > 0 for p in progress), runs['events']
+    assert all(p > 0 for p in progress[1:]), runs['events']
+    assert len(saved(runs['events'][-1])) < N  # the last kill still came before the end
     assert 'Resuming from' in runs['final_log'] and 'Advance dataloader' in runs['final_log']
 
 
@@ -114,7 +127,6 @@ def test_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(runs)
         assert any(k.startswith(prefix) for k in final_a), prefix
     different = [k for k in final_a if not torch.equal(final_a[k], final_b[k])]
     assert not different, (different[:10], runs['events'])
-    print(runs['events'])
     ckpt_a = _load_checkpoint(osp.join(runs['work_A'], f'iter_{N}.pth'), map_location='cpu')
     ckpt_b = _load_checkpoint(osp.join(runs['work_B'], f'iter_{N}.pth'), map_location='cpu')
     states_a, states_b = ckpt_a['optimizer']['state'], ckpt_b['optimizer']['state']

@@ -76,3 +76,20 @@ def test_train_drops_rgb_label_maps_of_the_unlabeled_set_instead_of_crashing(dat
                 *tiny_data_options(data['root'], semi=True)], cwd=str(tmp_path))
     assert 'has shape' in proc.stdout and 'not (H, W)' in proc.stdout and 'it is dropped' in proc.stdout
     assert osp.isfile(work / 'iter_2.pth')
+
+
+@pytest.mark.slow
+def test_train_refuses_binary_masks_saved_as_0_255_even_for_a_supervised_config(data, tmp_path, python):
+    import numpy as np
+    from PIL import Image
+    from test_bad_input import PLAIN_CONFIG
+    for sample_id in data['ids']['train']:
+        path = osp.join(data['root'], 'SegmentationClass', f'{sample_id}.png')
+        label = np.array(Image.open(path))
+        label[:, : label.shape[1] // 2] = 1
+        Image.fromarray(np.where(label > 0, 255, 0).astype(np.uint8)).save(path)
+    out = tool(python, 'train.py', PLAIN_CONFIG, *work_dir_args(tmp_path), '--cfg-options',
+               *tiny_data_options(data['root']), cwd=str(tmp_path))
+    assert 'DataFileError: The labeled training set cannot teach every class' in out
+    assert 'Binary masks saved as 0/255' in out and '--allow-missing-classes' in out
+    assert not osp.exists(tmp_path / 'work')

@@ -367,3 +367,28 @@ def test_label_maps_saved_as_jpeg_name_the_lossy_format(data):
     message = refused(config(data['root'], **{'train_dataloader.dataset.datasets.0.seg_map_suffix': '.jpg'}),
                       DataFileError)
     assert 'it is a JPEG file: JPEG compression is lossy' in message and "seg_map_suffix='.png'" in message
+
+
+def test_binary_masks_saved_as_0_255_are_refused_with_the_conversion(data):
+    """With 255 the ignore index, 0/255 masks leave every object class without a labeled pixel."""
+    for split in ('labeled', 'unlabeled'):
+        for sample_id in data['ids'][split]:
+            path = label_path(data['root'], sample_id)
+            label = np.array(Image.open(path))
+            label[:, : label.shape[1] // 2] = 1  # enough foreground for any threshold
+            write_label(path, np.where(label > 0, 255, 0))
+    for semi in (False, True):
+        message = refused(config(data['root'], semi=semi), DataFileError)
+        assert 'class(es) [1, 2, 3]' in message and 'have no pixel in the labeled training set' in message
+        assert 'Binary masks saved as 0/255' in message and 'label[label == 255] = 1' in message
+        assert '--allow-missing-classes' in message
+        check_training_inputs(config(data['root'], semi=semi), allow_missing_classes=True)  # the opt-out
+
+
+def test_a_class_missing_from_the_labeled_set_alone_is_not_an_error(data):
+    """Few labeled images may lack a class; without a large ignored share that is not the 0/255 mistake."""
+    for sample_id in data['ids']['labeled']:
+        path = label_path(data['root'], sample_id)
+        label = np.array(Image.open(path))
+        write_label(path, np.where(label == 3, 0, label))
+    check_training_inputs(config(data['root']))

@@ -31,6 +31,8 @@ fix:
 4. **Files** (the scan): every image decodes, and every label map of a labeled dataset decodes, has its image's
    size and only values in ``[0, C) ∪ {ignore_index}`` after the dataset's ``reduce_zero_label`` and
    ``label_map``, applied by the dataset's own ``LoadAnnotations`` as in training (unlabeled sets: images only).
+   A class without any labeled training pixel while more than a quarter of them are the ignore index is refused
+   too: the signature of binary masks saved as 0/255 (``allow_missing_classes`` accepts it).
    In a distributed run the scan is sharded (process ``r`` of ``W`` checks samples ``r, r + W, ...``) and the
    findings are gathered, so every process raises the same error. Each process logs how many files it checked and
    how long it took.
@@ -83,8 +85,8 @@ from .datasets import (
     labeled_unlabeled_overlap,
 )
 from .errors import MAX_LISTED, CheckpointMismatchError, DataFileError, ESLInputError, InputConfigError, _listed
-from .model import _build_model, build_model_cheaply, check_loss_weights
-from .scan import SCAN_MODES, _scan
+from .model import _build_model, _ignore_index, build_model_cheaply, check_loss_weights, model_num_classes
+from .scan import SCAN_MODES, _scan, missing_classes_problem
 from .work_dir import check_work_dir
 
 __all__ = ['MAX_LISTED', 'SCAN_MODES', 'CheckpointMismatchError', 'DataFileError', 'ESLInputError',
@@ -134,7 +136,7 @@ def _raise_config_problems(problems: List[str]) -> None:
                                + '\nFix the named keys or files; nothing was written.')
 
 
-def check_training_inputs(cfg: Config, *, scan: str = 'full') -> PreflightReport:
+def check_training_inputs(cfg: Config, *, scan: str = 'full', allow_missing_classes: bool = False) -> PreflightReport:
     """Checks the model config, datasets, files and checkpoint of a training run (see the module docstring).
 
     Call it before ``Runner.from_cfg`` and after the distributed set-up of the launcher (every process calls it).
@@ -142,6 +144,8 @@ def check_training_inputs(cfg: Config, *, scan: str = 'full') -> PreflightReport
     Args:
         cfg: The full training config (as ``tools/train.py`` has prepared it).
         scan: ``'full'``, ``'labels'`` or ``'off'`` (see the module docstring).
+        allow_missing_classes: Accept a class without labeled training pixel while the ignore index covers more
+            than a quarter of them (refused by default: the signature of 0/255 binary masks).
 
     Returns:
         What was checked, and how long it took.
@@ -152,7 +156,8 @@ def check_training_inputs(cfg: Config, *, scan: str = 'full') -> PreflightReport
             exceeds the bank.
         CheckpointMismatchError: The checkpoint to resume or load has other shapes than the model.
         DataFileError: Images or label maps are unreadable, of another size than their image, or hold values
-            outside ``[0, C) ∪ {ignore_index}``.
+            outside ``[0, C) ∪ {ignore_index}``, or a class has no labeled training pixel while more than a
+            quarter of them are ignored (0/255 masks).
     """
     if scan not in SCAN_MODES:
         raise ValueError(f'scan must be one of {SCAN_MODES}, got {scan!r}')
@@ -195,22 +200,24 @@ def check_training_inputs(cfg: Config, *, scan: str = 'full') -> PreflightReport
                     'load_from.')
 
         if scan != 'off':
-            found, count, report.images, report.labels = _scan(train_parts + val_parts, model, scan, rank,
-                                                               world_size)
-            if world_size > 1:
-                gathered = all_gather_object((found, count, report.images, report.labels))
-            else:
-                gathered = [(found, count, report.images, report.labels)]
-            found = [p for shard in gathered for p in shard[0]]
-            count = sum(shard[1] for shard in gathered)
-            report.total_images = sum(shard[2] for shard in gathered)
-            report.total_labels = sum(shard[3] for shard in gathered)
-            report.seconds = time.perf_counter() - start
+            shard = _scan(train_parts + val_parts, model, scan, rank, world_size)
+            report.images, report.labels = shard[2], shard[3]
+            gathered = all_gather_object(shard) if world_size > 1 else [shard]
+            found = [p for part in gathered for p in part[0]]
+            count = sum(part[1] for part in gathered)
+            report.total_images = sum(part[2] for part in gathered)
+            report.total_labels = sum(part[3] for part in gathered)
             if count:
                 raise DataFileError(
                     f'{count} problem(s) in the training / validation files:\n{_listed(found, count)}\n'
                     'Fix or replace the files, or remove their ids from the split files. Nothing was written; '
                     '--data-check off skips this scan (not recommended).')
+            missing = None if allow_missing_classes else missing_classes_problem(
+                sum(part[4] for part in gathered), max(model_num_classes(model).values(), default=0),
+                _ignore_index(model), tuple(train_parts[0].dataset.metainfo.get('classes') or ()) or None)
+            if missing:
+                raise DataFileError(f'The labeled training set cannot teach every class: {missing} Nothing was '
+                                    'written.')
     report.seconds = time.perf_counter() - start
     where = f' (process {rank} of {world_size}; {report.total_images} images in all)' if world_size > 1 else ''
     print_log(f'Pre-flight check ({scan}): {report.images} images and {report.labels} label maps checked{where}, '

@@ -97,7 +97,9 @@ _JPEG_LABELS = ('it is a JPEG file: JPEG compression is lossy and changes the va
                 "must be saved losslessly: re-export them as PNG (and set seg_map_suffix='.png'); otherwise ")
 
 
-def _label_problems(sample: _Sample, loaders: _Loaders, size: Optional[Tuple[int, int]]) -> List[str]:
+def _label_problems(sample: _Sample, loaders: _Loaders, size: Optional[Tuple[int, int]]
+                    ) -> Tuple[List[str], Optional[np.ndarray]]:
+    """The problems of one label map, and its pixel count per value (``(256,)``; None if it cannot be read)."""
     results = {'seg_map_path': sample.seg_map_path, 'reduce_zero_label': sample.reduce_zero_label,
                'label_map': dict(sample.label_map) if sample.label_map else None, 'seg_fields': []}
     try:
@@ -105,17 +107,18 @@ def _label_problems(sample: _Sample, loaders: _Loaders, size: Optional[Tuple[int
         label = results['gt_seg_map']
     except Exception as e:  # noqa: BLE001
         return [f'label map {sample.seg_map_path} cannot be read ({_reader_error(e)}); replace the file, or remove '
-                f'its id from {loaders.source} ({sample.key})']
+                f'its id from {loaders.source} ({sample.key})'], None
     if label.ndim != 2:
         return [f'label map {sample.seg_map_path} has shape {label.shape}, not (H, W): a label map holds one class '
                 'index per pixel (a palette or grayscale PNG), not RGB colours; convert it (mmseg\'s '
-                'tools/dataset_converters)']
+                'tools/dataset_converters)'], None
     problems = []
     if size is not None and tuple(label.shape) != tuple(size):
         problems.append(f'image {sample.img_path} is {size[0]}×{size[1]} (H×W) but its label map '
                         f'{sample.seg_map_path} is {label.shape[0]}×{label.shape[1]}; the label must have the '
                         f'image\'s size: replace one of them or remove the id from {loaders.source} ({sample.key})')
-    values = np.flatnonzero(np.bincount(label.ravel(), minlength=256))  # uint8 (LoadAnnotations): faster than unique
+    counts = np.bincount(label.ravel(), minlength=256)  # uint8 (LoadAnnotations): faster than unique
+    values = np.flatnonzero(counts)
     bad = values[(values >= loaders.num_classes) & (values != loaders.ignore_index)]
     if bad.size:
         jpeg = str(sample.seg_map_path).lower().endswith(('.jpg', '.jpeg'))
@@ -126,15 +129,17 @@ def _label_problems(sample: _Sample, loaders: _Loaders, size: Optional[Tuple[int
             + (_JPEG_LABELS if jpeg else '') + 'convert the labels to class indices, set '
             f'reduce_zero_label=True on {sample.key} if 0 means "ignore", or fix its metainfo classes / the '
             'heads\' num_classes')
-    return problems
+    return problems, counts
 
 
-def _scan_one(sample: _Sample, loaders: _Loaders, mode: str) -> List[str]:
+def _scan_one(sample: _Sample, loaders: _Loaders, mode: str) -> Tuple[List[str], Optional[np.ndarray]]:
     size, problem = _image_size(sample, loaders, mode)
     problems = [problem] if problem else []
+    counts = None
     if sample.seg_map_path is not None and loaders.annotations is not None:
-        problems += _label_problems(sample, loaders, size)
-    return problems
+        label_problems, counts = _label_problems(sample, loaders, size)
+        problems += label_problems
+    return problems, counts
 
 
 def _num_threads() -> int:
@@ -143,8 +148,9 @@ def _num_threads() -> int:
 
 
 def _scan(parts: List[_Part], model: nn.Module, mode: str, rank: int, world_size: int
-          ) -> Tuple[List[str], int, int, int]:
-    """This process's shard of the scan: ``(problems, number of problems, images checked, labels checked)``."""
+          ) -> Tuple[List[str], int, int, int, np.ndarray]:
+    """This process's shard of the scan: ``(problems, number of problems, images checked, labels checked, pixel
+    count per label value over the labeled training sets (256,))``."""
     num_classes = max(model_num_classes(model).values(), default=0)
     loaders = {p.key: _loaders(p, num_classes, _ignore_index(model)) for p in parts}
     unique: Dict[Tuple[str, Optional[str]], _Sample] = {}
@@ -154,6 +160,43 @@ def _scan(parts: List[_Part], model: nn.Module, mode: str, rank: int, world_size
     shard = list(unique.values())[rank::world_size]
     with ThreadPoolExecutor(max_workers=_num_threads()) as pool:
         found = list(pool.map(lambda s: _scan_one(s, loaders[s.key], mode), shard))
-    problems = [p for sample_problems in found for p in sample_problems]
+    problems = [p for sample_problems, _ in found for p in sample_problems]
+    training = np.zeros(256, dtype=np.int64)
+    for sample, (_, counts) in zip(shard, found):
+        if counts is not None and sample.key.startswith('train_dataloader'):
+            training += counts
     labels = sum(1 for s in shard if s.seg_map_path is not None and loaders[s.key].annotations is not None)
-    return problems[:MAX_LISTED], len(problems), len(shard), labels
+    return problems[:MAX_LISTED], len(problems), len(shard), labels, training
+
+
+#: Share of the labeled training pixels at the ignore index above which a class without pixels is an error.
+IGNORED_SHARE_LIMIT = 0.25
+
+
+def missing_classes_problem(counts: np.ndarray, num_classes: int, ignore_index: int,
+                            class_names: Optional[Tuple[str, ...]] = None) -> Optional[str]:
+    """An error message if a class has no labeled training pixel while the ignore index covers a large share.
+
+    The usual cause is binary masks saved as 0/255: 255 is the ignore index, so the whole foreground is ignored,
+    training "succeeds" and validation reports mIoU 100 with IoU nan for the object class.
+
+    Args:
+        counts: Pixel count per label value over the labeled training sets, ``(256,)``.
+        num_classes: C.
+        ignore_index: The decode head's ignore index.
+        class_names: The dataset's classes, for the message.
+    """
+    labeled = int(counts.sum())
+    ignored = int(counts[ignore_index]) if 0 <= ignore_index < counts.size else 0
+    missing = [c for c in range(num_classes) if counts[c] == 0]
+    if not labeled or not missing or ignored / labeled <= IGNORED_SHARE_LIMIT:
+        return None
+    names = ''
+    if class_names and len(class_names) >= num_classes:
+        names = f' ({", ".join(class_names[c] for c in missing)})'
+    share = 100 * ignored / labeled
+    return (f'class(es) {missing}{names} have no pixel in the labeled training set, while {share:.0f} % of its '
+            f'pixels are the ignore index {ignore_index}. Binary masks saved as 0/{ignore_index} are the likely '
+            f'cause: {ignore_index} means "ignore", so the foreground is never trained on. Convert the masks to class '
+            f'indices (e.g. label[label == {ignore_index}] = 1 with numpy), or pass --allow-missing-classes to '
+            'tools/train.py if the class really has no labeled pixel.')
