@@ -20,7 +20,11 @@ def pseudo_label_stats(probs: Tensor, pseudo: Tensor, valid: Tensor, gt: Optiona
     Returns:
         ``dominant_classes`` (mean number of classes with non-zero pseudo-label mass), ``multi_dominant``
         (fraction of pixels with >= 2 of them), ``teacher_conf`` (mean max probability) and, with
-        ``gt``, ``pseudo_acc`` (accuracy of the teacher's argmax on labeled-in-truth pixels).
+        ``gt``, ``pseudo_acc`` (accuracy of the teacher's argmax on labeled-in-truth pixels) and, on the
+        labeled-in-truth pixels with >= 2 dominant classes (where a soft label differs from a hard one),
+        ``pseudo_acc_multi`` (the argmax's accuracy: the mass a hard label puts on the true class, on average) and
+        ``gt_mass_multi`` (the mass the pseudo label puts on the true class): a soft label carries more correct
+        signal there than a hard one only if ``gt_mass_multi > pseudo_acc_multi``.
     """
     count = valid.sum().clamp(min=1)
     dominant = (pseudo > 0).sum(dim=1).float()
@@ -32,4 +36,8 @@ def pseudo_label_stats(probs: Tensor, pseudo: Tensor, valid: Tensor, gt: Optiona
         known = valid & (gt != 255)
         correct = (probs.argmax(dim=1) == gt) & known
         stats['pseudo_acc'] = correct.sum() / known.sum().clamp(min=1)
+        multi = known & (dominant >= 2)
+        on_truth = pseudo.gather(1, gt.clamp(0, pseudo.shape[1] - 1).long().unsqueeze(1)).squeeze(1)
+        stats['pseudo_acc_multi'] = (correct & multi).sum() / multi.sum().clamp(min=1)
+        stats['gt_mass_multi'] = (on_truth * multi).sum() / multi.sum().clamp(min=1)
     return stats

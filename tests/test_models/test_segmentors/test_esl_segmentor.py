@@ -165,6 +165,20 @@ def test_pseudo_label_statistics_by_hand(fixed_box):
     assert stats['pseudo_acc'].item() == pytest.approx(0.5)  # argmax 0 right at pixel 0, wrong at pixel 1
 
 
+
+def test_soft_and_hard_signal_on_multi_dominant_pixels_by_hand(fixed_box):
+    """Where DSL keeps >= 2 classes: the argmax's accuracy vs the soft label's mass on the true class."""
+    model = dsl_only()
+    probs = torch.tensor([[.6, .3, .1], [.34, .33, .33], [.97, .02, .01], [.98, .01, .01]]).T.reshape(1, 3, 4, 1)
+    pseudo = model.unsup_loss.pseudo_label(probs)
+    valid = torch.tensor([True, True, False, True]).reshape(1, 4, 1)
+    gt = torch.tensor([0, 1, 0, 2]).reshape(1, 4, 1)
+    stats = model.pseudo_label_stats(probs, pseudo, valid, gt)
+    # Pixels 0 and 1 have 3 dominant classes (y* = p); pixel 3 is one-hot (and wrong), pixel 2 invalid.
+    assert stats['pseudo_acc_multi'].item() == pytest.approx(0.5)
+    assert stats['gt_mass_multi'].item() == pytest.approx((.6 + .33) / 2)
+    assert stats['pseudo_acc'].item() == pytest.approx(1 / 3)
+
 def test_hard_mode_gives_one_dominant_class(fixed_box):
     model = build_model(semi_train_cfg=dict(loss_unsup=dict(type='DSLLoss', mode='hard', loss_weight=0.2)))
     losses = model.loss(*make_batch())
