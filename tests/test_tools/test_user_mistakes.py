@@ -93,3 +93,17 @@ def test_train_refuses_binary_masks_saved_as_0_255_even_for_a_supervised_config(
     assert 'DataFileError: The labeled training set cannot teach every class' in out
     assert 'Binary masks saved as 0/255' in out and '--allow-missing-classes' in out
     assert not osp.exists(tmp_path / 'work')
+
+
+@pytest.mark.slow
+def test_train_refuses_a_sampler_that_lays_out_the_batch_otherwise_than_the_model_reads_it(data, tmp_path, python):
+    """``cutmix_partners=False`` with ``cutmix.partner='extra'``: half of the unlabeled images would silently be
+    used as partners only (issue 17)."""
+    from mmengine.config import Config
+    sampler = Config.fromfile(ESL_CONFIG).train_dataloader.sampler
+    out = train_refused(python, data, tmp_path, *work_dir_args(tmp_path), options=[
+        'train_dataloader.sampler.cutmix_partners=False',
+        f'train_dataloader.batch_size={sampler.num_labeled + sampler.num_unlabeled}'])
+    assert 'InputConfigError' in out and 'train_dataloader.sampler.cutmix_partners=False' in out
+    assert 'half of the unlabeled images would be used only as partners' in out
+    assert not osp.exists(tmp_path / 'work')
