@@ -107,3 +107,35 @@ def test_train_refuses_a_sampler_that_lays_out_the_batch_otherwise_than_the_mode
     assert 'InputConfigError' in out and 'train_dataloader.sampler.cutmix_partners=False' in out
     assert 'half of the unlabeled images would be used only as partners' in out
     assert not osp.exists(tmp_path / 'work')
+
+
+@pytest.mark.slow
+def test_bare_resume_in_a_copied_work_dir_continues_from_the_copy(data, tmp_path, python):
+    """mmengine followed the absolute path in last_checkpoint: a copy silently resumed from the original."""
+    import shutil
+    options = [*tiny_data_options(data['root'], semi=True), 'default_hooks.checkpoint.interval=1']
+    original, copy = tmp_path / 'original', tmp_path / 'copy'
+    run([python, osp.join(TOOLS, 'train.py'), ESL_CONFIG, '--work-dir', str(original), '--cfg-options', *options],
+        cwd=str(tmp_path))
+    shutil.copytree(original, copy)
+    (original / 'iter_2.pth').write_bytes(b'the original must not be read')
+    proc = run([python, osp.join(TOOLS, 'train.py'), ESL_CONFIG, '--work-dir', str(copy), '--resume',
+                '--cfg-options', *options, 'train_cfg.max_iters=3'], cwd=str(tmp_path))
+    assert f'Resuming from {copy / "iter_2.pth"}' in proc.stdout
+    assert osp.isfile(copy / 'iter_3.pth')
+    with open(copy / 'last_checkpoint') as f:
+        assert f.read().strip() == str(copy / 'iter_3.pth')
+
+
+@pytest.mark.slow
+def test_train_names_jpeg_label_maps_as_the_cause(data, tmp_path, python):
+    import numpy as np
+    from PIL import Image
+    for sample_id in data['ids']['labeled']:
+        label = np.array(Image.open(osp.join(data['root'], 'SegmentationClass', f'{sample_id}.png')))
+        label[: label.shape[0] // 2] = 255
+        Image.fromarray(label).save(osp.join(data['root'], 'SegmentationClass', f'{sample_id}.jpg'), quality=75)
+    out = train_refused(python, data, tmp_path, *work_dir_args(tmp_path),
+                        options=["train_dataloader.dataset.datasets.0.seg_map_suffix='.jpg'"])
+    assert 'DataFileError' in out and 'it is a JPEG file: JPEG compression is lossy' in out
+    assert not osp.exists(tmp_path / 'work')
