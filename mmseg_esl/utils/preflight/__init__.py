@@ -85,7 +85,7 @@ from .datasets import (
     labeled_unlabeled_overlap,
 )
 from .errors import MAX_LISTED, CheckpointMismatchError, DataFileError, ESLInputError, InputConfigError, _listed
-from .model import _build_model, _ignore_index, build_model_cheaply, check_loss_weights, model_num_classes
+from .model import _build_model, build_model_cheaply, check_loss_weights
 from .scan import SCAN_MODES, _scan, missing_classes_problem
 from .work_dir import check_work_dir
 
@@ -201,20 +201,20 @@ def check_training_inputs(cfg: Config, *, scan: str = 'full', allow_missing_clas
 
         if scan != 'off':
             shard = _scan(train_parts + val_parts, model, scan, rank, world_size)
-            report.images, report.labels = shard[2], shard[3]
+            report.images, report.labels = shard.images, shard.labels
             gathered = all_gather_object(shard) if world_size > 1 else [shard]
-            found = [p for part in gathered for p in part[0]]
-            count = sum(part[1] for part in gathered)
-            report.total_images = sum(part[2] for part in gathered)
-            report.total_labels = sum(part[3] for part in gathered)
+            found = [p for part in gathered for p in part.problems]
+            count = sum(part.count for part in gathered)
+            report.total_images = sum(part.images for part in gathered)
+            report.total_labels = sum(part.labels for part in gathered)
             if count:
                 raise DataFileError(
                     f'{count} problem(s) in the training / validation files:\n{_listed(found, count)}\n'
                     'Fix or replace the files, or remove their ids from the split files. Nothing was written; '
                     '--data-check off skips this scan (not recommended).')
             missing = None if allow_missing_classes else missing_classes_problem(
-                sum(part[4] for part in gathered), max(model_num_classes(model).values(), default=0),
-                _ignore_index(model), tuple(train_parts[0].dataset.metainfo.get('classes') or ()) or None)
+                sum(part.class_pixels for part in gathered), model,
+                tuple(train_parts[0].dataset.metainfo.get('classes') or ()) or None)
             if missing:
                 raise DataFileError(f'The labeled training set cannot teach every class: {missing} Nothing was '
                                     'written.')

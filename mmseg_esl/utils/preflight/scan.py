@@ -147,10 +147,19 @@ def _num_threads() -> int:
     return max(1, min(8, (os.cpu_count() or 1) // max(1, local_world)))
 
 
-def _scan(parts: List[_Part], model: nn.Module, mode: str, rank: int, world_size: int
-          ) -> Tuple[List[str], int, int, int, np.ndarray]:
-    """This process's shard of the scan: ``(problems, number of problems, images checked, labels checked, pixel
-    count per label value over the labeled training sets (256,))``."""
+@dataclass
+class ScanShard:
+    """What one process's shard of the scan found (gathered over the processes of a distributed run)."""
+
+    problems: List[str]  # at most MAX_LISTED of them
+    count: int  # all problems
+    images: int  # images checked
+    labels: int  # label maps checked
+    class_pixels: np.ndarray  # (256,) pixel count per label value over the labeled training sets
+
+
+def _scan(parts: List[_Part], model: nn.Module, mode: str, rank: int, world_size: int) -> ScanShard:
+    """This process's shard of the scan."""
     num_classes = max(model_num_classes(model).values(), default=0)
     loaders = {p.key: _loaders(p, num_classes, _ignore_index(model)) for p in parts}
     unique: Dict[Tuple[str, Optional[str]], _Sample] = {}
@@ -166,14 +175,14 @@ def _scan(parts: List[_Part], model: nn.Module, mode: str, rank: int, world_size
         if counts is not None and sample.key.startswith('train_dataloader'):
             training += counts
     labels = sum(1 for s in shard if s.seg_map_path is not None and loaders[s.key].annotations is not None)
-    return problems[:MAX_LISTED], len(problems), len(shard), labels, training
+    return ScanShard(problems[:MAX_LISTED], len(problems), len(shard), labels, training)
 
 
 #: Share of the labeled training pixels at the ignore index above which a class without pixels is an error.
 IGNORED_SHARE_LIMIT = 0.25
 
 
-def missing_classes_problem(counts: np.ndarray, num_classes: int, ignore_index: int,
+def missing_classes_problem(counts: np.ndarray, model: nn.Module,
                             class_names: Optional[Tuple[str, ...]] = None) -> Optional[str]:
     """An error message if a class has no labeled training pixel while the ignore index covers a large share.
 
@@ -182,10 +191,11 @@ def missing_classes_problem(counts: np.ndarray, num_classes: int, ignore_index: 
 
     Args:
         counts: Pixel count per label value over the labeled training sets, ``(256,)``.
-        num_classes: C.
-        ignore_index: The decode head's ignore index.
+        model: The model (its ``num_classes`` and its decode head's ignore index).
         class_names: The dataset's classes, for the message.
     """
+    num_classes = max(model_num_classes(model).values(), default=0)
+    ignore_index = _ignore_index(model)
     labeled = int(counts.sum())
     ignored = int(counts[ignore_index]) if 0 <= ignore_index < counts.size else 0
     missing = [c for c in range(num_classes) if counts[c] == 0]
