@@ -58,8 +58,9 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
+import numpy as np
 from mmengine.config import Config
 from mmengine.dist import all_gather_object, barrier, get_dist_info, init_dist, is_distributed
 from mmengine.logging import print_log
@@ -108,6 +109,8 @@ class PreflightReport:
         seconds: Wall time of the whole check on this process.
         rank: This process's rank.
         world_size: Number of processes.
+        class_pixels: Pixel count per label value over the labeled training sets, ``(256,)`` (all processes),
+            or None without a scan.
     """
 
     scan: str
@@ -118,6 +121,7 @@ class PreflightReport:
     seconds: float = 0.0
     rank: int = 0
     world_size: int = 1
+    class_pixels: Optional[np.ndarray] = None
 
 
 def _init_distributed(cfg: Config) -> None:
@@ -207,13 +211,14 @@ def check_training_inputs(cfg: Config, *, scan: str = 'full', allow_missing_clas
             count = sum(part.count for part in gathered)
             report.total_images = sum(part.images for part in gathered)
             report.total_labels = sum(part.labels for part in gathered)
+            report.class_pixels = sum(part.class_pixels for part in gathered)
             if count:
                 raise DataFileError(
                     f'{count} problem(s) in the training / validation files:\n{_listed(found, count)}\n'
                     'Fix or replace the files, or remove their ids from the split files. Nothing was written; '
                     '--data-check off skips this scan (not recommended).')
             missing = None if allow_missing_classes else missing_classes_problem(
-                sum(part.class_pixels for part in gathered), model,
+                report.class_pixels, model,
                 tuple(train_parts[0].dataset.metainfo.get('classes') or ()) or None)
             if missing:
                 raise DataFileError(f'The labeled training set cannot teach every class: {missing} Nothing was '
