@@ -138,10 +138,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         if not torch.cuda.is_available():
             convert_sync_bn_cfg(cfg)
         try:
-            report = check_training_inputs(cfg, scan=args.check)
+            report = check_training_inputs(cfg, scan=args.check)  # refuses 0/255 binary masks, among others
         except ESLInputError as e:
-            _error(f'the written config {out} does not fit the data:\n{e}\nFix the data or the arguments and run '
-                   'make_config.py again with --force.')
+            problem = str(e).replace(' Nothing was written.', '')
+            _error(f'the config {out} was written, but it does not fit the data:\n{problem}\nFix the data or the '
+                   'arguments and run make_config.py again with --force.')
         print(f'checked: {report.total_images} images and {report.total_labels} masks read without a problem.')
         print('\n'.join(_class_table(report.class_pixels, classes)))
     train = (f'python tools/train.py {out}' if plan.gpus == 1 else f'tools/dist_train.sh {out} {plan.gpus}')

@@ -54,7 +54,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--allow-missing-classes', action='store_true',
         help='accept a class without any labeled training pixel while more than a quarter of the labeled pixels are '
-        'the ignore index (refused by default: the signature of binary masks saved as 0/255)')
+        'the ignore index, or the masks hold only 0 and it (refused by default: the signature of binary masks saved '
+        'as 0/255)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))

@@ -105,10 +105,15 @@ def folder_splits(*, img_dir: str, img_suffix: str, ann_dir: str, seg_map_suffix
     image_set = set(images)
     orphans = [m for m in masks if m not in image_set]
     if orphans:
+        hint = ''
+        stems = {m.rsplit('_', 1)[0] for m in orphans if '_' in m}
+        if stems and stems <= image_set and all('_' in m for m in orphans):
+            hint = (f' The mask ids look like <image id>_{orphans[0].rsplit("_", 1)[1]}: pass --seg-map-suffix '
+                    f'_{orphans[0].rsplit("_", 1)[1]}{seg_map_suffix}.')
         raise ValueError(f'{len(orphans)} of the {len(masks)} masks in {ann_dir} have no image in {img_dir} (ids '
                          f'{orphans[:_MAX_LISTED]}; image ids look like {images[:2]}). A mask is '
                          f'<ann_dir>/<id>{seg_map_suffix} for the image <img_dir>/<id>{img_suffix}: check both '
-                         'suffixes, or remove the masks without image.')
+                         f'suffixes, or remove the masks without image.{hint}')
     if num_val < 1 or num_labeled < 1:
         raise ValueError(f'--num-val and --num-labeled must be positive, got {num_val} and {num_labeled}.')
     if num_val + num_labeled > len(masks):

@@ -17,7 +17,7 @@ class LoadOptionalAnnotations(LoadAnnotations):
     (e.g. VOC train_aug), it is loaded and travels with the image through the geometric transforms, so that
     the segmentor can log pseudo-label accuracy. It is never used in a loss, so a label map that is not
     ``(H, W)`` of its image (an RGB colour map, another size) is dropped with one warning per process instead of
-    crashing the batch; the batch then logs no pseudo-label accuracy.
+    crashing the batch; its pixels are then left out of the logged pseudo-label accuracy.
     """
 
     def __init__(self, **kwargs) -> None:
@@ -36,7 +36,7 @@ class LoadOptionalAnnotations(LoadAnnotations):
             self._warned = True
             print_log(f'Unlabeled label map {results["seg_map_path"]} has shape {label.shape}, not (H, W) = '
                       f'{image_size} of its image (an RGB colour map?): it is dropped. Unlabeled label maps only '
-                      'feed the logged pseudo-label accuracy; batches with such maps log none. Further ones are '
+                      'feed the logged pseudo-label accuracy, which leaves such images out. Further ones are '
                       'dropped without a warning.', logger='current', level=logging.WARNING)
         del results['gt_seg_map']
         results['seg_fields'].remove('gt_seg_map')

@@ -100,8 +100,11 @@ def valid_pixel_masks(data_samples: SampleList, height: int, width: int, device:
 
 
 def unlabeled_gt(samples: SampleList, device: torch.device) -> List[Tensor]:
-    """Ground truth of unlabeled samples if all have it (for logged accuracy only, never a loss): ``[(N, H, W)]``,
-    else ``[]``."""
-    if not samples or not all('gt_sem_seg' in ds for ds in samples):
+    """Ground truth of the unlabeled samples that have it (for logged accuracy only, never a loss): ``[(N, H, W)]``
+    with 255 (ignored) for the samples without, or ``[]`` if none has any. Training samples are padded to one
+    size by the data preprocessor, so the maps stack."""
+    maps = [ds.gt_sem_seg.data[0] if 'gt_sem_seg' in ds else None for ds in samples]
+    first = next((m for m in maps if m is not None), None)
+    if first is None:
         return []
-    return [torch.stack([ds.gt_sem_seg.data[0] for ds in samples]).to(device)]
+    return [torch.stack([first.new_full(first.shape, 255) if m is None else m for m in maps]).to(device)]

@@ -31,8 +31,9 @@ fix:
 4. **Files** (the scan): every image decodes, and every label map of a labeled dataset decodes, has its image's
    size and only values in ``[0, C) ∪ {ignore_index}`` after the dataset's ``reduce_zero_label`` and
    ``label_map``, applied by the dataset's own ``LoadAnnotations`` as in training (unlabeled sets: images only).
-   A class without any labeled training pixel while more than a quarter of them are the ignore index is refused
-   too: the signature of binary masks saved as 0/255 (``allow_missing_classes`` accepts it).
+   A class without any labeled training pixel while more than a quarter of them are the ignore index, or while
+   the labeled masks hold only 0 and the ignore index, is refused too: the signature of binary masks saved as
+   0/255 (``allow_missing_classes`` accepts it).
    In a distributed run the scan is sharded (process ``r`` of ``W`` checks samples ``r, r + W, ...``) and the
    findings are gathered, so every process raises the same error. Each process logs how many files it checked and
    how long it took.
@@ -149,7 +150,8 @@ def check_training_inputs(cfg: Config, *, scan: str = 'full', allow_missing_clas
         cfg: The full training config (as ``tools/train.py`` has prepared it).
         scan: ``'full'``, ``'labels'`` or ``'off'`` (see the module docstring).
         allow_missing_classes: Accept a class without labeled training pixel while the ignore index covers more
-            than a quarter of them (refused by default: the signature of 0/255 binary masks).
+            than a quarter of them, or the masks hold only 0 and it (refused by default: the signature of 0/255
+            binary masks).
 
     Returns:
         What was checked, and how long it took.
@@ -161,7 +163,7 @@ def check_training_inputs(cfg: Config, *, scan: str = 'full', allow_missing_clas
         CheckpointMismatchError: The checkpoint to resume or load has other shapes than the model.
         DataFileError: Images or label maps are unreadable, of another size than their image, or hold values
             outside ``[0, C) ∪ {ignore_index}``, or a class has no labeled training pixel while more than a
-            quarter of them are ignored (0/255 masks).
+            quarter of them are ignored or the masks hold only 0 and the ignore index (0/255 masks).
     """
     if scan not in SCAN_MODES:
         raise ValueError(f'scan must be one of {SCAN_MODES}, got {scan!r}')

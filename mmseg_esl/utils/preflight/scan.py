@@ -184,7 +184,8 @@ IGNORED_SHARE_LIMIT = 0.25
 
 def missing_classes_problem(counts: np.ndarray, model: nn.Module,
                             class_names: Optional[Tuple[str, ...]] = None) -> Optional[str]:
-    """An error message if a class has no labeled training pixel while the ignore index covers a large share.
+    """An error message if a class has no labeled training pixel while the ignore index covers a large share
+    (more than :data:`IGNORED_SHARE_LIMIT`) or the labeled masks hold only 0 and the ignore index.
 
     The usual cause is binary masks saved as 0/255: 255 is the ignore index, so the whole foreground is ignored,
     training "succeeds" and validation reports mIoU 100 with IoU nan for the object class.
@@ -199,7 +200,8 @@ def missing_classes_problem(counts: np.ndarray, model: nn.Module,
     labeled = int(counts.sum())
     ignored = int(counts[ignore_index]) if 0 <= ignore_index < counts.size else 0
     missing = [c for c in range(num_classes) if counts[c] == 0]
-    if not labeled or not missing or ignored / labeled <= IGNORED_SHARE_LIMIT:
+    only_zero_and_ignored = bool(ignored) and set(np.flatnonzero(counts).tolist()) <= {0, ignore_index}
+    if not labeled or not missing or (ignored / labeled <= IGNORED_SHARE_LIMIT and not only_zero_and_ignored):
         return None
     names = ''
     if class_names and len(class_names) >= num_classes:

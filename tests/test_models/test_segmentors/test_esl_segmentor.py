@@ -151,6 +151,18 @@ def test_unlabeled_ground_truth_never_changes_the_loss(fixed_box):
     assert 'pseudo_acc' not in ' '.join(plain) and 'unsup.pseudo_acc' in with_gt
 
 
+def test_unlabeled_ground_truth_of_some_samples_is_used_and_the_others_are_ignored():
+    from mmseg.structures import SegDataSample
+
+    from mmseg_esl.models.segmentors import batch_layout
+    with_gt, without = SegDataSample(), SegDataSample()
+    with_gt.gt_sem_seg = PixelData(data=torch.full((1, 2, 3), 4, dtype=torch.long))
+    gt, = batch_layout.unlabeled_gt([without, with_gt, without], torch.device('cpu'))
+    assert gt.shape == (3, 2, 3)
+    assert (gt[1] == 4).all() and (gt[0] == 255).all() and (gt[2] == 255).all()
+    assert batch_layout.unlabeled_gt([without, without], torch.device('cpu')) == []
+
+
 def test_pseudo_label_statistics_by_hand(fixed_box):
     model = dsl_only()
     probs = torch.tensor([[.6, .3, .1], [.34, .33, .33], [.97, .02, .01]]).T.reshape(1, 3, 3, 1)
