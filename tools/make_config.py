@@ -140,9 +140,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         try:
             report = check_training_inputs(cfg, scan=args.check)  # refuses 0/255 binary masks, among others
         except ESLInputError as e:
-            problem = str(e).replace(' Nothing was written.', '')
-            _error(f'the config {out} was written, but it does not fit the data:\n{problem}\nFix the data or the '
-                   'arguments and run make_config.py again with --force.')
+            problem = (str(e).replace(' Nothing was written.', '')
+                       .replace('Nothing was written; --data-check off', '--check off'))
+            _error(f'the config {out} was written, but it does not fit the data:\n{problem}\nThe config has '
+                   f'{len(classes)} classes (from {source}): masks must hold the values 0 ... {len(classes) - 1} '
+                   'and 255 (ignored). Fix the data or the arguments and run make_config.py again with --force.')
         print(f'checked: {report.total_images} images and {report.total_labels} masks read without a problem.')
         print('\n'.join(_class_table(report.class_pixels, classes)))
     train = (f'python tools/train.py {out}' if plan.gpus == 1 else f'tools/dist_train.sh {out} {plan.gpus}')

@@ -5,6 +5,7 @@ import contextlib
 import importlib.util
 import io
 import os.path as osp
+import re
 import subprocess
 import sys
 from typing import List
@@ -138,3 +139,34 @@ def test_a_pool_with_dotted_ids_works_and_ids_with_extensions_get_the_hint(tmp_p
                        check=False)
     assert proc.returncode == 1 and 'Traceback' not in proc.stdout
     assert "write the id without its extension ('0001'" in proc.stdout
+
+
+def _own_dataset(tmp_path) -> str:
+    from mmseg_esl.testing.own_dataset import make_own_dataset
+    return make_own_dataset(str(tmp_path / 'mine'), num_images=12, num_masked=8, sizes=((20, 24),))
+
+
+def test_own_folders_give_val_labeled_and_unlabeled_files(tmp_path):
+    root = _own_dataset(tmp_path)
+    out = make_splits('--data-root', root, '--img-dir', 'images', '--img-suffix', '.png', '--ann-dir', 'masks',
+                      '--seg-map-suffix', '_mask.png', '--num-labeled', '3', '--num-val', '4', '--out-dir',
+                      str(tmp_path / 'splits')).stdout
+    assert '12 images' in out and 'val.txt: 4 ids' in out and 'unlabeled.txt: 5 ids' in out
+    val, labeled, unlabeled = (read_split(str(tmp_path / 'splits' / f'{n}.txt')) for n in ('val', 'labeled',
+                                                                                           'unlabeled'))
+    masked = {f'plot_{i:04d}' for i in range(8)}
+    assert set(val) | set(labeled) <= masked and len(set(val + labeled + unlabeled)) == 12
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--ann-dir', 'masks', '--seg-map-suffix', '_mask.png'], '--img-dir needs --ann-dir'),
+    (['--ann-dir', 'masks', '--num-val', '2', '--labeled-from', 'x.txt'], '--labeled-from works with --train-list'),
+    (['--ann-dir', 'masks', '--num-val', '2', '--img-suffix', '.png'], 'pass --seg-map-suffix _mask.png'),
+    (['--ann-dir', 'masks', '--num-val', '2', '--seg-map-suffix', '_mask.png'], "No image .* ends with '.jpg'"),
+])
+def test_own_folder_mistakes_are_named(tmp_path, args, message):
+    root = _own_dataset(tmp_path)
+    proc = make_splits('--data-root', root, '--img-dir', 'images', '--num-labeled', '3', '--out-dir',
+                       str(tmp_path / 'splits'), *args, check=False)
+    assert proc.returncode != 0 and re.search(message, proc.stdout), proc.stdout
+    assert 'Traceback' not in proc.stdout

@@ -385,6 +385,17 @@ def test_binary_masks_saved_as_0_255_are_refused_with_the_conversion(data):
         check_training_inputs(config(data['root'], semi=semi), allow_missing_classes=True)  # the opt-out
 
 
+def test_binary_masks_with_small_objects_are_refused_too(data):
+    """Objects far below a quarter of the pixels: the masks holding only 0 and 255 give the mistake away."""
+    for sample_id in data['ids']['labeled']:
+        path = label_path(data['root'], sample_id)
+        label = np.zeros_like(np.array(Image.open(path)))
+        label[:2, :2] = 255  # one small object per image
+        write_label(path, label)
+    message = refused(config(data['root']), DataFileError)
+    assert 'class(es) [1, 2, 3]' in message and 'Binary masks saved as 0/255' in message
+
+
 def test_a_class_missing_from_the_labeled_set_alone_is_not_an_error(data):
     """Few labeled images may lack a class; without a large ignored share that is not the 0/255 mistake."""
     for sample_id in data['ids']['labeled']:
