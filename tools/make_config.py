@@ -4,8 +4,10 @@ The config inherits one of the shipped ESL configs (--model: the network, optimi
 hyper-parameters) and sets what depends on your data and machine, each value commented with where it comes from:
 classes and palette, folders and suffixes, the split files, num_classes in every head, crop and resize scale,
 the batch per GPU, iterations from the unlabeled set size as the paper counts epochs, and the teacher's schedule
-(mmseg_esl.utils.own_config). Then the pre-flight check of tools/train.py runs on it (model, datasets, label
-values, image sizes; --check off skips it) and the labeled pixels per class are printed.
+(mmseg_esl.utils.own_config). Next to it, sup_<...>.py: the supervised baseline (same network, labeled images
+and iterations), to see what the unlabeled images add. Then the pre-flight check of tools/train.py runs on the ESL
+config (model, datasets, label values, image sizes; --check off skips it) and the labeled pixels per class are
+printed.
 
 Examples:
     # the paper's DeepLabv3+ R101 on 4 GPUs, 80 epochs of the unlabeled set
@@ -60,7 +62,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     run.add_argument('--validations', type=int, default=10,
                      help='validations (teacher and student scored) and checkpoints during training (default: 10)')
     parser.add_argument('--out', metavar='FILE', help='config to write (default: configs/<dataset>/esl_<model>_'
-                        '<dataset>.py); an existing file is kept unless --force')
+                        '<dataset>.py), and its supervised baseline sup_<...>.py next to it; existing files are kept '
+                        'unless --force')
     parser.add_argument('--force', action='store_true', help='replace an existing --out')
     parser.add_argument('--check', choices=SCAN_MODES, default='labels',
                         help='pre-flight check of the written config: labels (every mask, image sizes; default), '
@@ -95,13 +98,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         plan_config,
         read_classes,
         render_config,
+        render_sup_config,
         writable_dir,
     )
 
     configs_dir = osp.join(REPO, 'configs')
     out = args.out or default_out(args.data_root, args.model, osp.relpath(configs_dir))
-    if osp.exists(out) and not args.force:
-        _error(f'{out} exists; pass --force to replace it, or --out another file.')
+    sup_out = osp.join(osp.dirname(out), 'sup_' + osp.basename(out).removeprefix('esl_'))
+    for path in (out, sup_out):
+        if osp.exists(path) and not args.force:
+            _error(f'{path} exists; pass --force to replace it, or --out another file.')
     try:
         classes, source = read_classes(args.classes, args.classes_file)
         spec = DatasetSpec(data_root=args.data_root, classes=classes, img_dir=args.img_dir, ann_dir=args.ann_dir,
@@ -118,12 +124,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     writable_dir(out)
     with open(out, 'w') as f:
         f.write(render_config(plan, voc_palette(len(classes))))
+    with open(sup_out, 'w') as f:
+        f.write(render_sup_config(plan, osp.basename(out)))
     total = plan.per_gpu * plan.gpus
     print(f'wrote {out}: {args.model} on {len(classes)} classes; {plan.num_labeled} labeled, {plan.num_unlabeled} '
           f'unlabeled, {plan.num_val} validation images; {total} + {total} images per iteration on {plan.gpus} '
           f'process(es); {plan.max_iters} iterations ({plan.iters_per_epoch} per epoch), validation every '
           f'{plan.val_interval}; teacher: {plan.teacher_iters} supervised-only + {plan.teacher_iters} copy '
-          'iterations, then EMA.')
+          f'iterations, then EMA.\nwrote {sup_out}: its supervised baseline (labeled images only, same '
+          'iterations).')
     for note in plan.notes:
         print(f'note: {note}')
 
@@ -149,7 +158,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         print('\n'.join(_class_table(report.class_pixels, classes)))
     train = (f'python tools/train.py {out}' if plan.gpus == 1 else f'tools/dist_train.sh {out} {plan.gpus}')
     work_dir = osp.join('work_dirs', osp.splitext(osp.basename(out))[0])
-    print(f'next:\n  {train}\n  python tools/test.py {out} {work_dir}/iter_{plan.max_iters}.pth')
+    sup_train = train.replace(out, sup_out)
+    print(f'next:\n  {train}\n  python tools/test.py {out} {work_dir}/iter_{plan.max_iters}.pth\n'
+          f'  {sup_train}    # the supervised baseline, to compare')
 
 if __name__ == '__main__':
     main()

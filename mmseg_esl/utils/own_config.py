@@ -362,8 +362,36 @@ def render_config(plan: Plan, palette: List[List[int]]) -> str:
     return '\n'.join(lines)
 
 
+def render_sup_config(plan: Plan, esl_config: str) -> str:
+    """The supervised baseline of the ESL config ``esl_config`` (a file name next to it): its network, labeled
+    images, crop, optimizer and iterations, without unlabeled images, teacher or contrastive term."""
+    total = plan.per_gpu * plan.gpus
+    return '\n'.join([
+        f'# Supervised baseline of {esl_config} (written by tools/make_config.py with it): the same network, labeled',
+        '# images, augmentation, optimizer and iterations, without the unlabeled images, the teacher and the',
+        '# contrastive term. What the unlabeled images add is the difference of the two runs\' validation mIoU.',
+        "# Not U2PL's count (its train_sup.py counts epochs of the labeled set): ESL's iterations, for a comparison at",
+        '# equal training length.',
+        f"_base_ = ['./{esl_config}']",
+        'model = dict(_base_.model.segmentor, _delete_=True)',
+        f'# {total} labeled images per iteration in all, as ESL: {plan.per_gpu} per process on {plan.gpus} '
+        'process(es).',
+        'train_dataloader = dict(',
+        '    _delete_=True,',
+        f'    batch_size={plan.per_gpu},',
+        '    num_workers=4,',
+        '    persistent_workers=True,',
+        "    sampler=dict(type='InfiniteSampler', shuffle=True),",
+        '    dataset=_base_.labeled_set)',
+        "optim_wrapper = dict(constructor='DefaultOptimWrapperConstructor')",
+        f'auto_scale_lr = dict(enable=True, base_batch_size={plan.base_batch_size // 3})',
+        'custom_hooks = []',
+        '',
+    ])
+
+
 def default_out(data_root: str, model: str, configs_dir: str) -> str:
-    """``configs/<dataset>/esl_<model>_<dataset>.py``."""
+    """``configs/<dataset>/esl_<model>_<dataset>.py`` (the supervised baseline: ``sup_`` instead of ``esl_``)."""
     name = osp.basename(osp.normpath(data_root)) or 'my_dataset'
     return osp.join(configs_dir, name, f'esl_{model}_{name}.py')
 

@@ -7,7 +7,7 @@ clone would. What is not run as written, and why:
 
 * block ``train-gpu`` (``dist_train.sh ... 4``) needs 4 GPUs: not run; its checkpoint name is checked against
   what ``make_config.py`` prints;
-* block ``cpu``: the training gets ``--cfg-options`` that cut it to 4 iterations (the README's 2,000 take about 20
+* block ``cpu``: both trainings get ``--cfg-options`` that cut them to 4 iterations (the README's 2,000 take about 20
   minutes on 2 cores) with 1-iteration teacher phases and a log line per iteration, and the checkpoint
   ``iter_2000.pth`` becomes ``iter_4.pth``.
 """
@@ -40,7 +40,8 @@ def readme_block(name: str) -> str:
 def commands(block: str) -> list:
     """The block's commands, continuation lines joined, comments dropped."""
     joined = block.replace('\\\n', ' ')
-    return [' '.join(line.split()) for line in joined.splitlines() if line.strip() and not line.startswith('#')]
+    return [' '.join(line.split(' #')[0].split()) for line in joined.splitlines()
+            if line.strip() and not line.startswith('#')]
 
 
 @pytest.fixture
@@ -78,13 +79,17 @@ def test_readme_own_dataset_commands_prepare_train_test_and_analyse(workspace):
     assert mmseg_test.endswith('work_dirs/esl_r101_my_dataset/iter_760.pth')
     assert 'work_dirs/esl_r101_my_dataset/iter_760.pth' in written  # what make_config prints as the next step
 
-    cpu_config, train, test, analyse = commands(readme_block('cpu'))
+    cpu_config, train, sup_train, test, analyse = commands(readme_block('cpu'))
     assert train == 'python tools/train.py configs/my_dataset/esl_effnet-lite0_my_dataset.py'
-    bash(cpu_config, workspace)
+    assert 'wrote configs/my_dataset/sup_effnet-lite0_my_dataset.py' in bash(cpu_config, workspace).stdout
     trained = bash(f'{train} {SHORT_TRAINING}', workspace).stdout
     assert 'Iter(train) [4/4]' in trained and 'teacher/mIoU' in trained and 'student/mIoU' in trained
     assert 'unsup.loss_dsl' in trained and 'contrast.loss_ctr' in trained  # the unlabeled terms trained
     assert 'unsup.pseudo_acc' in trained  # unlabeled images with a mask feed the logged accuracy
+
+    sup_short = SHORT_TRAINING.replace(' custom_hooks.0.sup_only_iters=1 custom_hooks.0.copy_iters=1', '')
+    supervised = bash(f'{sup_train} {sup_short}', workspace).stdout
+    assert 'Iter(train) [4/4]' in supervised and 'unsup.' not in supervised and re.search(r'mIoU: \d', supervised)
 
     tested = bash(test.replace('iter_2000.pth', 'iter_4.pth'), workspace).stdout
     assert re.search(r'Iter\(test\) \[40/40\].*mIoU: \d+\.\d+', tested), tested[-2000:]

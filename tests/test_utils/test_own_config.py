@@ -12,7 +12,14 @@ from mmengine.config import Config
 from mmseg_esl.datasets import folder_splits, write_split
 from mmseg_esl.testing.own_dataset import OWN_CLASSES, make_own_dataset
 from mmseg_esl.testing.tiny_voc import voc_palette
-from mmseg_esl.utils.own_config import MODELS, DatasetSpec, plan_config, read_classes, render_config
+from mmseg_esl.utils.own_config import (
+    MODELS,
+    DatasetSpec,
+    plan_config,
+    read_classes,
+    render_config,
+    render_sup_config,
+)
 
 CONFIGS = osp.join(REPO_ROOT, 'configs')
 
@@ -112,3 +119,20 @@ def test_bad_numbers_and_split_files_are_refused(dataset, tmp_path):
     missing = DatasetSpec(**{**dataset.__dict__, 'val': 'splits/test.txt'})
     with pytest.raises(ValueError, match='the val split .*test.txt'):
         plan_config(missing, model='r101', out=str(tmp_path / 'a.py'), configs_dir=CONFIGS)
+
+
+@pytest.mark.parametrize('model', ['r101', 'effnet-lite0'])
+def test_the_supervised_baseline_keeps_the_network_labeled_images_and_iterations(dataset, tmp_path, model):
+    plan, esl = _write(dataset, tmp_path, model=model, gpus=2)
+    sup_path = str(tmp_path / 'configs' / 'mine' / 'sup_mine.py')
+    with open(sup_path, 'w') as f:
+        f.write(render_sup_config(plan, 'esl_mine.py'))
+    sup = Config.fromfile(sup_path)
+    assert sup.model.to_dict() == esl.model.segmentor.to_dict()  # the student's network, classes included
+    assert sup.train_dataloader.dataset.split_file == 'splits/labeled.txt'
+    assert sup.train_dataloader.batch_size == plan.per_gpu and sup.train_dataloader.sampler.type == 'InfiniteSampler'
+    assert sup.train_cfg.max_iters == esl.train_cfg.max_iters and sup.custom_hooks == []
+    assert sup.optim_wrapper.constructor == 'DefaultOptimWrapperConstructor'
+    assert sup.optim_wrapper.optimizer == esl.optim_wrapper.optimizer
+    # the same learning rate per labeled image: base_batch_size over the labeled images of the base's batch
+    assert sup.auto_scale_lr.base_batch_size * 3 == esl.auto_scale_lr.base_batch_size
