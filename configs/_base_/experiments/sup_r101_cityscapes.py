@@ -6,7 +6,7 @@ _base_ = [
     '../models/deeplabv3plus_r101-d8.py',
     '../datasets/cityscapes_semi.py',
     '../schedules/esl_cityscapes_200e.py',
-    'mmseg::_base_/default_runtime.py',
+    '../default_runtime.py',
 ]
 custom_imports = dict(imports=['mmseg_esl'], allow_failed_imports=False)
 data_preprocessor = dict(size=_base_.crop_size)

@@ -12,7 +12,7 @@
 # - align_corners=True: the paper's crops are 8k + 1 pixels (513, 769), the DeepLab convention that mmseg's 769x769
 #   Cityscapes configs and U2PL's decoder follow.
 # num_classes is set by the experiment configs (configs/_base_/experiments/): 21 for VOC, 19 for Cityscapes.
-_base_ = ['mmseg::_base_/models/deeplabv3plus_r50-d8.py']
+_base_ = ['./deeplabv3plus_r50-d8.py']
 model = dict(
     pretrained='open-mmlab://resnet101_v1c',
     backbone=dict(depth=101),

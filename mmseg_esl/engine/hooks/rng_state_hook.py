@@ -25,6 +25,11 @@ What is restored, per process (``checkpoint['rng_states']``, a list indexed by r
   the hooks of this repository the exact-resume test also passes without it (checked once by hand).
   In worker processes (``num_workers > 0``) mmengine seeds numpy/random per rank and worker from
   ``randomness.seed``, and the replay reproduces them as well.
+  The maintained fork's loop (onedl-mmengine >= 0.10.12, ``MMSEG_STACK=onedl``) does *not* replay the pipeline
+  with ``num_workers=0``: its ``skip_iter`` only advances the sampler. There the hook also keeps the numpy and
+  Python ``random`` states of the stop (gathered after every iteration, in that case only) and restores those
+  instead, in the same ``before_train_epoch``, which ends in the same state. With ``num_workers > 0`` the fork
+  loads the skipped batches in the workers, as upstream does.
 
 * Validation during training is made RNG-neutral: the hook saves all RNG states in ``before_val`` and puts them
   back in ``after_val`` (creating the validation loader's iterator draws a seed from torch's generator). So a
@@ -94,6 +99,8 @@ class RNGStateHook(Hook):
         self._data_starts: Optional[List[Optional[Dict[str, Any]]]] = None  # of every rank
         self._latest: Optional[Dict[str, List[torch.Tensor]]] = None  # every rank's torch states, last iteration
         self._around_val: Optional[Dict[str, Any]] = None
+        self._skips_pipeline = False  # the loop resumes without re-running the pipeline in this process
+        self._data_now: Optional[List[Dict[str, Any]]] = None  # every rank's numpy/random states, last iteration
 
     def before_val(self, runner) -> None:
         """Saves every RNG state, so that validation does not change the training run's random stream."""
@@ -107,14 +114,25 @@ class RNGStateHook(Hook):
             np.random.set_state(state['numpy'])
             random.setstate(state['python'])
 
+    @staticmethod
+    def loop_skips_pipeline(runner) -> bool:
+        """Whether a resume advances the data without running the pipeline in this process: the fork's
+        ``skip_iter`` with ``num_workers=0`` (upstream's loop replays by loading every skipped batch)."""
+        iterator = getattr(getattr(runner, 'train_loop', None), 'dataloader_iterator', None)
+        return hasattr(iterator, 'skip_iter') and not getattr(runner.train_dataloader, 'num_workers', 0)
+
     def before_train_epoch(self, runner) -> None:
-        """Fresh run: remembers the data pipeline's RNG states. Resumed run: restores them before the replay."""
+        """Fresh run: remembers the data pipeline's RNG states. Resumed run: restores them before the replay
+        (or, where the loop does not replay the pipeline, the states of the stop)."""
+        self._skips_pipeline = self.loop_skips_pipeline(runner)
         if runner.iter == 0:
             self._data_start = dict(numpy=np.random.get_state(), python=random.getstate())
         elif self._pending is not None and self._pending.get('data_start') is not None:
             self._data_start = self._pending['data_start']
-            np.random.set_state(self._data_start['numpy'])
-            random.setstate(self._data_start['python'])
+            restore = self._pending.get('data_now') if self._skips_pipeline else self._data_start
+            if restore is not None:
+                np.random.set_state(restore['numpy'])
+                random.setstate(restore['python'])
         self._data_starts = all_gather_object(self._data_start)  # once per run; every rank calls it
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
@@ -124,6 +142,8 @@ class RNGStateHook(Hook):
         on rank 0 only), so this is where the collective can happen.
         """
         self._latest = {name: all_gather(value) for name, value in get_torch_rng_state().items()}
+        if self._skips_pipeline:
+            self._data_now = all_gather_object(dict(numpy=np.random.get_state(), python=random.getstate()))
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Adds ``checkpoint['rng_states']``: one state dict per rank, as gathered after the last iteration."""
@@ -132,8 +152,10 @@ class RNGStateHook(Hook):
             latest = {name: [value] for name, value in get_torch_rng_state().items()}
         world_size = len(latest['cpu'])
         data_starts = self._data_starts or [self._data_start] * world_size
+        data_now = self._data_now or [None] * world_size
         checkpoint[CHECKPOINT_KEY] = [
-            dict({name: values[rank].cpu() for name, values in latest.items()}, data_start=data_starts[rank])
+            dict({name: values[rank].cpu() for name, values in latest.items()}, data_start=data_starts[rank],
+                 **({'data_now': data_now[rank]} if data_now[rank] is not None else {}))
             for rank in range(world_size)]
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -163,6 +185,9 @@ class RNGStateHook(Hook):
             return
         if runner.iter == self._pending_iter:
             set_torch_rng_state(self._pending)
-            print_log(f'RNGStateHook: restored the torch RNG states of iteration {runner.iter} and replayed the data '
-                      'pipeline from the numpy/random states of the run\'s start.', logger='current')
+            data = ('restored the numpy/random states of the stop (the loop skipped the data without the pipeline)'
+                    if self._skips_pipeline else
+                    'replayed the data pipeline from the numpy/random states of the run\'s start')
+            print_log(f'RNGStateHook: restored the torch RNG states of iteration {runner.iter} and {data}.',
+                      logger='current')
         self._pending = None

@@ -58,6 +58,35 @@ def test_resume_restores_torch_state_at_the_first_iteration_and_numpy_before_the
     assert torch.equal(torch.get_rng_state(), state)
 
 
+def skipping_runner(iteration):
+    """A runner whose loop resumes like the OneDL fork's with num_workers=0: skip_iter, no pipeline replay."""
+    loop = SimpleNamespace(dataloader_iterator=SimpleNamespace(skip_iter=lambda n: None))
+    return SimpleNamespace(iter=iteration, train_loop=loop, train_dataloader=SimpleNamespace(num_workers=0))
+
+
+def test_a_loop_that_skips_the_pipeline_gets_the_numpy_and_random_states_of_the_stop():
+    hook = RNGStateHook()
+    np.random.seed(11)
+    random.seed(11)
+    hook.before_train_epoch(skipping_runner(0))
+    np.random.rand(5), random.random()  # the pipeline's draws of iterations 1-4
+    runner = skipping_runner(3)
+    hook.after_train_iter(runner, batch_idx=3)
+    checkpoint = dict(meta=dict(iter=4))
+    hook.before_save_checkpoint(runner, checkpoint)
+    numpy_after_stop, python_after_stop = np.random.rand(3), random.random()  # iteration 5's draws
+
+    resumed = RNGStateHook()
+    np.random.seed(123)
+    random.seed(123)
+    resumed.after_load_checkpoint(SimpleNamespace(iter=0), checkpoint)
+    resumed.before_train_epoch(skipping_runner(4))  # the fork's loop then skips without running the pipeline
+    assert np.array_equal(np.random.rand(3), numpy_after_stop) and random.random() == python_after_stop
+    assert RNGStateHook.loop_skips_pipeline(skipping_runner(4))
+    upstream = SimpleNamespace(iter=4, train_loop=SimpleNamespace(dataloader_iterator=object()))
+    assert not RNGStateHook.loop_skips_pipeline(upstream)
+
+
 def test_load_from_an_iteration_zero_checkpoint_restores_nothing():
     hook = RNGStateHook()
     checkpoint = dict(meta=dict(iter=0), rng_states=[dict(cpu=torch.get_rng_state(), data_start=None)])
