@@ -29,7 +29,8 @@ Fixes:
    Where a package of that table is missing and its ``onedl-`` distribution is installed, the entry is pointed
    at the latter (in place: mmengine's config loader reads the same dict).
 
-Each applied fix says so once per process (one INFO line); :data:`APPLIED` lists them.
+Each applied fix says so once per process (one INFO line: fix 1 when it first loads a checkpoint, fix 2 when it is
+applied); :data:`APPLIED` lists them.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ MMENGINE_LOADS_SAFELY: bool = hasattr(mmengine_checkpoint, '_safe_torch_load')
 NEEDS_TORCH_LOAD_FIX: bool = TORCH_LOAD_DEFAULTS_TO_WEIGHTS_ONLY and not MMENGINE_LOADS_SAFELY
 #: Names of the fixes applied in this process.
 APPLIED: List[str] = []
+_SAID: List[bool] = []  # fix 1 has said so
 
 MapLocation = Optional[Union[str, torch.device, Callable[..., Any], dict]]
 
@@ -77,6 +79,10 @@ def load_from_local_trusted(filename: str, map_location: MapLocation = None) -> 
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
+    if not _SAID:
+        _SAID.append(True)
+        print_log(f'mmseg_esl.compat: mmengine {mmengine.__version__} on torch {torch.__version__}: local '
+                  'checkpoints load with weights_only=False (mmengine#1650).', logger='current', level=logging.INFO)
     return torch.load(filename, map_location=map_location, weights_only=False)
 
 
@@ -102,10 +108,7 @@ def apply_compat_fixes() -> None:
     if NEEDS_TORCH_LOAD_FIX:
         CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_trusted, force=True)
         if 'torch_load' not in APPLIED:
-            APPLIED.append('torch_load')
-            print_log(f'mmseg_esl.compat: mmengine {mmengine.__version__} on torch {torch.__version__}: local '
-                      'checkpoints load with weights_only=False (mmengine#1650).', logger='current',
-                      level=logging.INFO)
+            APPLIED.append('torch_load')  # said when it first loads a checkpoint (nothing printed on import)
     remapped = _onedl_packages()
     if remapped:
         from mmengine.config.utils import MODULE2PACKAGE

@@ -60,6 +60,9 @@ def test_mmengine_loads_its_own_checkpoints(mmengine_style_checkpoint):
     assert torch.equal(checkpoint['state_dict']['w'], torch.ones(2))
     buffer = checkpoint['message_hub']['log_scalars']['train/loss']
     assert isinstance(buffer, HistoryBuffer) and buffer.current() == 0.5
+    _load_checkpoint(mmengine_style_checkpoint, map_location='cpu')
+    from mmseg_esl import compat
+    assert compat._SAID == ([True] if NEEDS_TORCH_LOAD_FIX else [])  # said once, on the first load
 
 
 def test_missing_file_says_which(tmp_path):

@@ -219,7 +219,7 @@ else
 fi
 
 # 5. this package (editable) ------------------------------------------------------------------------------
-ESL_PATH=$(cd / && "$PYTHON" -c 'import mmseg_esl, os; print(os.path.dirname(os.path.dirname(os.path.abspath(mmseg_esl.__file__))))' 2>/dev/null || true)
+ESL_PATH=$(cd / && "$PYTHON" -c 'import mmseg_esl, os; print(os.path.dirname(os.path.dirname(os.path.abspath(mmseg_esl.__file__))))' 2>/dev/null | tail -n 1 || true)
 if [ "$ESL_PATH" = "$REPO_ROOT" ]; then
     say "mmseg_esl: editable install of $REPO_ROOT already in place"
 else
