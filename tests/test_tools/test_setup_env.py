@@ -2,6 +2,7 @@
 import os
 import os.path as osp
 import re
+import sys
 import time
 
 from conftest import REPO_ROOT, clean_env, run
@@ -63,7 +64,8 @@ def test_the_other_stack_in_this_environment_is_refused_before_anything_is_insta
         installed, other, dist = 'onedl', 'upstream', f'onedl-mmcv {metadata.version("onedl-mmcv")}'
     except metadata.PackageNotFoundError:
         installed, other, dist = 'upstream', 'onedl', f'mmcv {metadata.version("mmcv")}'
-    proc = run(['bash', SETUP], cwd=str(tmp_path), check=False, env=clean_env({'MMSEG_STACK': other}))
+    proc = run(['bash', SETUP], cwd=str(tmp_path), check=False,
+               env=clean_env({'MMSEG_STACK': other, 'PYTHON': sys.executable}))
     assert proc.returncode == 1
     assert f"ERROR: {dist} of the '{installed}' stack is installed in this environment" in proc.stdout
     assert 'use a separate environment' in proc.stdout and 'installing' not in proc.stdout
