@@ -15,7 +15,8 @@ def pseudo_label_stats(probs: Tensor, pseudo: Tensor, valid: Tensor, gt: Optiona
         probs: Mixed teacher probabilities ``(U, C, H, W)``.
         pseudo: The pseudo labels built from them ``(U, C, H, W)`` (soft or one-hot).
         valid: Valid pixels ``(U, H, W)``.
-        gt: Optional mixed ground truth ``(U, H, W)`` (255 = ignore), logged only.
+        gt: Optional mixed ground truth ``(U, H, W)`` (255 = ignore), logged only; without a valid pixel of
+            known truth the accuracy keys are left out (not logged as 0).
 
     Returns:
         ``dominant_classes`` (mean number of classes with non-zero pseudo-label mass), ``multi_dominant``
@@ -32,8 +33,8 @@ def pseudo_label_stats(probs: Tensor, pseudo: Tensor, valid: Tensor, gt: Optiona
         dominant_classes=(dominant * valid).sum() / count,
         multi_dominant=((dominant >= 2) & valid).sum() / count,
         teacher_conf=(probs.max(dim=1).values * valid).sum() / count)
-    if gt is not None:
-        known = valid & (gt != 255)
+    known = None if gt is None else valid & (gt != 255)
+    if known is not None and known.any():  # a batch whose ground-truth pixels all fell outside: nothing to log
         correct = (probs.argmax(dim=1) == gt) & known
         stats['pseudo_acc'] = correct.sum() / known.sum().clamp(min=1)
         multi = known & (dominant >= 2)

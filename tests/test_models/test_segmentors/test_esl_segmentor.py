@@ -163,6 +163,16 @@ def test_unlabeled_ground_truth_of_some_samples_is_used_and_the_others_are_ignor
     assert batch_layout.unlabeled_gt([without, without], torch.device('cpu')) == []
 
 
+def test_pseudo_label_accuracy_is_not_logged_without_a_known_pixel(fixed_box):
+    model = dsl_only()
+    probs = torch.tensor([[.6, .3, .1], [.34, .33, .33]]).T.reshape(1, 3, 2, 1)
+    pseudo = model.unsup_loss.pseudo_label(probs)
+    valid = torch.tensor([True, False]).reshape(1, 2, 1)
+    gt = torch.tensor([255, 1]).reshape(1, 2, 1)  # truth only where the pixel is not valid
+    stats = model.pseudo_label_stats(probs, pseudo, valid, gt)
+    assert 'pseudo_acc' not in stats and 'gt_mass_multi' not in stats and 'teacher_conf' in stats
+
+
 def test_pseudo_label_statistics_by_hand(fixed_box):
     model = dsl_only()
     probs = torch.tensor([[.6, .3, .1], [.34, .33, .33], [.97, .02, .01]]).T.reshape(1, 3, 3, 1)
