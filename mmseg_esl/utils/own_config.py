@@ -78,6 +78,7 @@ class Plan:
     gpus: int
     per_gpu: int  # labeled = unlabeled images per process and iteration
     base_batch_size: int  # processes x batch_size the base's learning rates are for
+    base_labeled: int  # labeled images per iteration of the base (the supervised baseline's base_batch_size)
     epochs: Optional[float]
     max_iters: int
     iters_per_epoch: int
@@ -170,13 +171,14 @@ def plan_config(spec: DatasetSpec, *, model: str, out: str, configs_dir: str, cr
     base_rel, _, base_gpus = MODELS[model]
     base_path = osp.join(configs_dir, base_rel)
     base = Config.fromfile(base_path)
-    counts = {}
+    ids = {}
     for role in ('labeled', 'unlabeled', 'val'):
         path = osp.join(spec.data_root, getattr(spec, role))
         try:
-            counts[role] = len(read_split(path))
+            ids[role] = read_split(path)
         except Exception as e:  # SplitFileError, OSError: one message for the user
             raise ValueError(f'the {role} split {path}: {e}') from None
+    counts = {role: len(role_ids) for role, role_ids in ids.items()}
     for name, value in (('--gpus', gpus), ('--total-batch', total_batch), ('--crop-size', crop_size),
                         ('--iters', iters), ('--epochs', epochs), ('--validations', validations)):
         if value is not None and not value > 0:
@@ -201,15 +203,15 @@ def plan_config(spec: DatasetSpec, *, model: str, out: str, configs_dir: str, cr
         schedulers.append(scheduler)
     base_crop = base.get('crop_size') or base.model.segmentor.data_preprocessor.get('size')
     crop = (crop_size, crop_size) if crop_size else tuple(base_crop)
-    labeled_ids = read_split(osp.join(spec.data_root, spec.labeled))
-    images = [osp.join(spec.data_root, spec.img_dir, i + spec.img_suffix) for i in labeled_ids]
+    images = [osp.join(spec.data_root, spec.img_dir, i + spec.img_suffix) for i in ids['labeled']]
     scale = median_long_side(images)
     plan = Plan(
         spec=spec, model=model, base=osp.relpath(base_path, osp.dirname(osp.abspath(out)) or '.'),
         crop_size=crop, resize_scale=scale,
         resize_scale_source=f'the median long side of the first {min(len(images), 200)} labeled images',
         num_labeled=counts['labeled'], num_unlabeled=counts['unlabeled'], num_val=counts['val'], gpus=gpus,
-        per_gpu=per_gpu, base_batch_size=base_gpus * int(base.train_dataloader.batch_size), epochs=epochs,
+        per_gpu=per_gpu, base_batch_size=base_gpus * int(base.train_dataloader.batch_size),
+        base_labeled=base_per_gpu * base_gpus, epochs=epochs,
         max_iters=max_iters, iters_per_epoch=iters_per_epoch,
         teacher_iters=max(1, min(iters_per_epoch, max_iters // TEACHER_PHASE_SHARE)),
         val_interval=max(1, max_iters // validations),
@@ -384,7 +386,7 @@ def render_sup_config(plan: Plan, esl_config: str) -> str:
         "    sampler=dict(type='InfiniteSampler', shuffle=True),",
         '    dataset=_base_.labeled_set)',
         "optim_wrapper = dict(constructor='DefaultOptimWrapperConstructor')",
-        f'auto_scale_lr = dict(enable=True, base_batch_size={plan.base_batch_size // 3})',
+        f'auto_scale_lr = dict(enable=True, base_batch_size={plan.base_labeled})',
         'custom_hooks = []',
         '',
     ])
