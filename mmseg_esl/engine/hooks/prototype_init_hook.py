@@ -7,6 +7,11 @@ pixel-wisely into C classes ... apply K-means to each E_c to obtain K subclasses
 ``prototypes`` buffer. From then on P follows Eq. 12 inside the loss, and, being a buffer of the model, it is
 saved in checkpoints and restored on resume (the hook then does nothing).
 
+When (``init_at``): the paper clusters "before the formal training", which for it is also where the contrastive
+term starts. With a supervised-only phase (``EMATeacherHook.sup_only_iters``, borrowed from U2PL) the two differ:
+``'train'`` clusters the ImageNet-initialised encoder in ``before_train``; ``'semi'`` clusters the teacher the
+contrastive term starts with, at the first semi-supervised iteration (the same as ``'train'`` without such a phase).
+
 What is clustered: a bounded uniform sample of at most ``max_pixels_per_class`` pixels per class
 (:class:`~mmseg_esl.models.utils.prototypes.ClassPixelReservoir`; all pixels of a labeled set do not fit in
 memory at L' = 2048), L2-normalised, by scikit-learn's KMeans (:func:`kmeans_prototypes`).
@@ -32,6 +37,7 @@ from mmseg_esl.checks import positive_int
 from mmseg_esl.models.utils.prototypes import ClassPixelReservoir, kmeans_prototypes
 
 STORAGE_DTYPES = ('float16', 'float32')
+INIT_AT = ('train', 'semi')
 # What the hook reads from ``model.contrast_loss`` (see PrototypeInitHook's docstring).
 _CONTRAST_ATTRIBUTES = ('num_classes', 'num_parts', 'feat_channels', 'in_index', 'ignore_index', 'prototypes',
                         'prototypes_ready', 'set_prototypes_')
@@ -48,8 +54,10 @@ def _positive_int(name: str, value) -> int:
 class PrototypeInitHook(Hook):
     """Initialises the part prototypes P (C, K, L') by per-class K-means on E^t features of the labeled set.
 
-    Once, in ``before_train`` (priority ``'BELOW_NORMAL'``: after ``EMATeacherHook`` has set teacher := student,
-    so E^t is the ImageNet-initialised encoder, as in the paper):
+    Once, in ``before_train`` with ``init_at='train'`` (priority ``'BELOW_NORMAL'``: after ``EMATeacherHook`` has
+    set teacher := student, so E^t is the ImageNet-initialised encoder, as in the paper), or in ``before_train_iter``
+    of the first iteration with ``model.semi_supervised`` True with ``init_at='semi'`` (after ``EMATeacherHook`` has
+    set that switch; E^t is then the teacher the contrastive term starts with):
 
     1. every labeled image of ``dataloader`` (under DDP a ``DefaultSampler`` shard, ``round_up=False`` so no
        image counts twice) is preprocessed by ``model.data_preprocessor`` (images of one size at a time: the
@@ -76,6 +84,8 @@ class PrototypeInitHook(Hook):
         seed: Reservoir seed (``seed + rank``), K-means ``random_state`` and the dataloader's seed.
         n_init: K-means++ restarts per class (the lowest inertia is kept).
         max_iter: Maximum Lloyd iterations per K-means run.
+        init_at: ``'train'`` (before training) or ``'semi'`` (at the start of the semi-supervised phase); see the
+            module docstring.
 
     Raises:
         ValueError: On a missing ``dataloader`` or an out-of-range argument, naming it.
@@ -84,7 +94,8 @@ class PrototypeInitHook(Hook):
     priority = 'BELOW_NORMAL'
 
     def __init__(self, *, dataloader: Optional[Union[Dict, DataLoader]] = None, max_pixels_per_class: int = 5000,
-                 storage_dtype: str = 'float16', seed: int = 0, n_init: int = 10, max_iter: int = 300) -> None:
+                 storage_dtype: str = 'float16', seed: int = 0, n_init: int = 10, max_iter: int = 300,
+                 init_at: str = 'train') -> None:
         if dataloader is None:
             raise ValueError('PrototypeInitHook needs the labeled set to cluster: set custom_hooks[...].dataloader '
                              f'(the entry with type=\'PrototypeInitHook\') to a dataloader config, e.g. '
@@ -108,6 +119,8 @@ class PrototypeInitHook(Hook):
         if storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f'PrototypeInitHook: storage_dtype must be one of {STORAGE_DTYPES}, got '
                              f'storage_dtype={storage_dtype!r}.')
+        if init_at not in INIT_AT:
+            raise ValueError(f'PrototypeInitHook: init_at must be one of {INIT_AT}, got init_at={init_at!r}.')
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f'PrototypeInitHook: seed must be an int >= 0, got seed={seed!r}.')
         self.dataloader = dataloader
@@ -116,6 +129,7 @@ class PrototypeInitHook(Hook):
         self.seed = seed
         self.n_init = _positive_int('n_init', n_init)
         self.max_iter = _positive_int('max_iter', max_iter)
+        self.init_at = init_at
         #: The report of ``kmeans_prototypes`` (see there) of the last initialisation, None before.
         self.report: Optional[Dict] = None
 
@@ -141,13 +155,27 @@ class PrototypeInitHook(Hook):
         return contrast
 
     def before_train(self, runner) -> None:
-        """Initialises ``model.contrast_loss``'s prototypes, unless contrast is disabled or P was resumed."""
+        """With ``init_at='train'``: initialises the prototypes, unless contrast is disabled or P was resumed."""
         model = self._unwrap(runner)
         contrast = self._contrast_loss(model)
         if contrast is None:
             print_log('PrototypeInitHook: model.contrast_loss is None (contrastive loss disabled): no prototypes to '
                       'initialise.', logger='current')
             return
+        if self.init_at == 'train':
+            self._initialise_unless_resumed(runner, contrast)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        """With ``init_at='semi'``: initialises the prototypes at the first semi-supervised iteration."""
+        if self.init_at != 'semi':
+            return
+        model = self._unwrap(runner)
+        contrast = model.contrast_loss
+        if contrast is None or bool(contrast.prototypes_ready) or not getattr(model, 'semi_supervised', True):
+            return
+        self._initialise(runner, contrast)
+
+    def _initialise_unless_resumed(self, runner, contrast: nn.Module) -> None:
         if runner.iter > 0:
             if bool(contrast.prototypes_ready):
                 print_log(f'PrototypeInitHook: resumed at iter {runner.iter}; prototypes come from the checkpoint.',
@@ -156,7 +184,10 @@ class PrototypeInitHook(Hook):
             print_log(f'PrototypeInitHook: resumed at iter {runner.iter} but the checkpoint\'s prototypes are not '
                       'initialised (prototypes_ready is False); initialising them from the current teacher, which is '
                       'no longer the ImageNet-initialised encoder.', logger='current', level=logging.WARNING)
+        self._initialise(runner, contrast)
 
+    def _initialise(self, runner, contrast: nn.Module) -> None:
+        """Steps 1-4 of the class docstring."""
         start = time.perf_counter()
         reservoir, num_images = self.collect_pixels(runner)
         num_classes, num_parts, dim = reservoir.num_classes, int(contrast.num_parts), reservoir.dim
@@ -171,7 +202,7 @@ class PrototypeInitHook(Hook):
         report = holder[0]
         contrast.set_prototypes_(prototypes)
         self.report = report
-        self._log(report, num_images, reservoir, time.perf_counter() - start)
+        self._log(report, num_images, reservoir, time.perf_counter() - start, runner.iter)
 
     @staticmethod
     def _broadcast(prototypes: Tensor) -> Tensor:
@@ -251,10 +282,11 @@ class PrototypeInitHook(Hook):
         for indices in groups.values():
             yield dict(inputs=[inputs[i] for i in indices], data_samples=[samples[i] for i in indices])
 
-    def _log(self, report: Dict, num_images: int, reservoir: ClassPixelReservoir, seconds: float) -> None:
+    def _log(self, report: Dict, num_images: int, reservoir: ClassPixelReservoir, seconds: float,
+             iteration: int) -> None:
         lines = [f'PrototypeInitHook: prototypes ({report["num_classes"]}, {report["num_parts"]}, {reservoir.dim}) '
                  f'initialised by K-means from {num_images} labeled images in {seconds:.1f} s. Pixels per class '
-                 '(seen / clustered):']
+                 f'(seen / clustered; init_at={self.init_at!r}, iter {iteration}):']
         for c, entry in enumerate(report['per_class']):
             lines.append(f'  class {c}: {entry["seen"]} / {entry["sampled"]} ({entry["status"]})')
         print_log('\n'.join(lines), logger='current')

@@ -306,6 +306,60 @@ def test_wrong_feat_channels_or_in_index_name_the_config_keys(teacher, tiny_voc)
 
 
 # --------------------------------------------------------------------------------------------------------------
+# init_at='semi': at the first semi-supervised iteration
+# --------------------------------------------------------------------------------------------------------------
+def test_init_at_is_checked(tiny_voc):
+    with pytest.raises(ValueError, match=r"init_at must be one of \('train', 'semi'\), got init_at='later'"):
+        PrototypeInitHook(dataloader=loader_cfg(tiny_voc), init_at='later')
+
+
+def test_init_at_semi_waits_for_the_semi_supervised_phase_and_clusters_the_teacher_then(tiny_voc, logs):
+    """Nothing in before_train or while ``model.semi_supervised`` is False; at the first semi-supervised iteration
+    the prototypes are those ``init_at='train'`` gives for the teacher of that moment; afterwards nothing again."""
+    trained = build_teacher()
+    with torch.no_grad():  # the teacher has moved during the supervised-only phase
+        for param in trained.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    contrast = StubContrast(num_parts=2)
+    runner = make_runner(trained, contrast)
+    runner.model.semi_supervised = False
+    hook = PrototypeInitHook(dataloader=loader_cfg(tiny_voc), max_pixels_per_class=30, n_init=1, init_at='semi')
+    hook.before_train(runner)
+    for iteration in range(3):
+        runner.iter = iteration
+        hook.before_train_iter(runner, iteration)
+    assert not bool(contrast.prototypes_ready) and hook.report is None
+    runner.iter, runner.model.semi_supervised = 3, True
+    hook.before_train_iter(runner, 3)
+    assert bool(contrast.prototypes_ready)
+    assert any("init_at='semi', iter 3" in msg for _, msg in logs)
+
+    reference = StubContrast(num_parts=2)
+    PrototypeInitHook(dataloader=loader_cfg(tiny_voc), max_pixels_per_class=30, n_init=1).before_train(
+        make_runner(trained, reference))
+    torch.testing.assert_close(contrast.prototypes, reference.prototypes)
+
+    contrast.prototypes.fill_(0.25)  # Eq. 12 moves them; the hook must not initialise again
+    runner.iter = 4
+    hook.before_train_iter(runner, 4)
+    assert torch.equal(contrast.prototypes, torch.full_like(contrast.prototypes, 0.25))
+
+
+def test_init_at_semi_keeps_resumed_prototypes_and_ignores_disabled_contrast(teacher, tmp_path):
+    contrast = StubContrast()
+    contrast.set_prototypes_(torch.full((4, 3, FEAT_CHANNELS), 0.5))
+    hook = PrototypeInitHook(dataloader=missing_data_cfg(tmp_path), init_at='semi')
+    runner = make_runner(teacher, contrast, iteration=10)
+    hook.before_train(runner)
+    hook.before_train_iter(runner, 10)
+    assert torch.equal(contrast.prototypes, torch.full((4, 3, FEAT_CHANNELS), 0.5)) and hook.report is None
+    runner = make_runner(teacher, None)
+    hook.before_train(runner)
+    hook.before_train_iter(runner, 0)
+    assert hook.report is None
+
+
+# --------------------------------------------------------------------------------------------------------------
 # DDP: two gloo ranks, each with its DefaultSampler shard
 # --------------------------------------------------------------------------------------------------------------
 WORKER = textwrap.dedent('''
