@@ -211,7 +211,7 @@ class ESLSegmentor(TeacherQueriesMixin, InferenceMixin, BaseSegmentor):
             mmseg's supervised loss keys (``decode.loss_ce``, ``decode.acc_seg``, ``aux.*``),
             ``unsup.<loss_name>`` plus logged statistics (``unsup.dominant_classes``, ``unsup.multi_dominant``,
             ``unsup.teacher_conf`` and, when unlabeled ground truth exists, ``unsup.pseudo_acc``,
-            ``unsup.pseudo_acc_multi``, ``unsup.gt_mass_multi``) and, with the
+            ``unsup.pseudo_acc_multi``, ``unsup.gt_mass_multi``, ``unsup.teacher_conf_multi``) and, with the
             contrastive term, ``contrast.<loss_name>`` (``loss_ctr``), ``contrast.anchors``,
             ``contrast.bank_fill``, ``contrast.pos_cos`` and ``contrast.neg_cos``.
         """

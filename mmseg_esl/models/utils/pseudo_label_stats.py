@@ -23,9 +23,11 @@ def pseudo_label_stats(probs: Tensor, pseudo: Tensor, valid: Tensor, gt: Optiona
         (fraction of pixels with >= 2 of them), ``teacher_conf`` (mean max probability) and, with
         ``gt``, ``pseudo_acc`` (accuracy of the teacher's argmax on labeled-in-truth pixels) and, on the
         labeled-in-truth pixels with >= 2 dominant classes (where a soft label differs from a hard one),
-        ``pseudo_acc_multi`` (the argmax's accuracy: the mass a hard label puts on the true class, on average) and
-        ``gt_mass_multi`` (the mass the pseudo label puts on the true class): a soft label carries more correct
-        signal there than a hard one only if ``gt_mass_multi > pseudo_acc_multi``.
+        ``pseudo_acc_multi`` (the argmax's accuracy: the mass a hard label puts on the true class, on average),
+        ``gt_mass_multi`` (the mass the pseudo label puts on the true class) and ``teacher_conf_multi`` (the mean
+        max probability there). For a calibrated teacher ``gt_mass_multi <= pseudo_acc_multi`` always
+        (``Σ_D p_c² / Σ_D p_c <= max_c p_c``), so their gap alone does not judge soft against hard labels;
+        ``teacher_conf_multi`` against ``pseudo_acc_multi`` shows how calibrated the teacher is where they differ.
     """
     count = valid.sum().clamp(min=1)
     dominant = (pseudo > 0).sum(dim=1).float()
@@ -41,4 +43,5 @@ def pseudo_label_stats(probs: Tensor, pseudo: Tensor, valid: Tensor, gt: Optiona
         on_truth = pseudo.gather(1, gt.clamp(0, pseudo.shape[1] - 1).long().unsqueeze(1)).squeeze(1)
         stats['pseudo_acc_multi'] = (correct & multi).sum() / multi.sum().clamp(min=1)
         stats['gt_mass_multi'] = (on_truth * multi).sum() / multi.sum().clamp(min=1)
+        stats['teacher_conf_multi'] = (probs.max(dim=1).values * multi).sum() / multi.sum().clamp(min=1)
     return stats

@@ -171,6 +171,7 @@ def test_pseudo_label_accuracy_is_not_logged_without_a_known_pixel(fixed_box):
     gt = torch.tensor([255, 1]).reshape(1, 2, 1)  # truth only where the pixel is not valid
     stats = model.pseudo_label_stats(probs, pseudo, valid, gt)
     assert 'pseudo_acc' not in stats and 'gt_mass_multi' not in stats and 'teacher_conf' in stats
+    assert 'teacher_conf_multi' not in stats
 
 
 def test_pseudo_label_statistics_by_hand(fixed_box):
@@ -199,6 +200,7 @@ def test_soft_and_hard_signal_on_multi_dominant_pixels_by_hand(fixed_box):
     # Pixels 0 and 1 have 3 dominant classes (y* = p); pixel 3 is one-hot (and wrong), pixel 2 invalid.
     assert stats['pseudo_acc_multi'].item() == pytest.approx(0.5)
     assert stats['gt_mass_multi'].item() == pytest.approx((.6 + .33) / 2)
+    assert stats['teacher_conf_multi'].item() == pytest.approx((.6 + .34) / 2)
     assert stats['pseudo_acc'].item() == pytest.approx(1 / 3)
 
 def test_hard_mode_gives_one_dominant_class(fixed_box):
