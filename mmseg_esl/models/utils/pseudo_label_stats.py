@@ -30,18 +30,19 @@ def pseudo_label_stats(probs: Tensor, pseudo: Tensor, valid: Tensor, gt: Optiona
         ``teacher_conf_multi`` against ``pseudo_acc_multi`` shows how calibrated the teacher is where they differ.
     """
     count = valid.sum().clamp(min=1)
+    conf, top = probs.max(dim=1)  # the teacher's confidence and arg-max, (U, H, W) each
     dominant = (pseudo > 0).sum(dim=1).float()
     stats = dict(
         dominant_classes=(dominant * valid).sum() / count,
         multi_dominant=((dominant >= 2) & valid).sum() / count,
-        teacher_conf=(probs.max(dim=1).values * valid).sum() / count)
+        teacher_conf=(conf * valid).sum() / count)
     known = None if gt is None else valid & (gt != 255)
     if known is not None and known.any():  # a batch whose ground-truth pixels all fell outside: nothing to log
-        correct = (probs.argmax(dim=1) == gt) & known
+        correct = (top == gt) & known
         stats['pseudo_acc'] = correct.sum() / known.sum().clamp(min=1)
         multi = known & (dominant >= 2)
         on_truth = pseudo.gather(1, gt.clamp(0, pseudo.shape[1] - 1).long().unsqueeze(1)).squeeze(1)
         stats['pseudo_acc_multi'] = (correct & multi).sum() / multi.sum().clamp(min=1)
         stats['gt_mass_multi'] = (on_truth * multi).sum() / multi.sum().clamp(min=1)
-        stats['teacher_conf_multi'] = (probs.max(dim=1).values * multi).sum() / multi.sum().clamp(min=1)
+        stats['teacher_conf_multi'] = (conf * multi).sum() / multi.sum().clamp(min=1)
     return stats
